@@ -1,0 +1,447 @@
+"""The request path, top to bottom: authenticate, map, decide, audit, forward, mask.
+
+``Gateway`` is a plain ASGI callable (no framework on the hot path). Every request gets a decision id
+(UUIDv7) and exactly one audit record, whatever its outcome, committed (durable mode) or queued
+(async mode) before the first response byte leaves. Any unexpected error answers 500 and is audited:
+nothing reaches the upstream unless authentication and policy both said yes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from typing import Any
+
+from multidict import CIMultiDict
+
+from gateway.audit.ids import uuid7
+from gateway.audit.log import AuditLog, AuditUnavailable
+from gateway.audit.record import DecisionRecord
+from gateway.audit.tracecontext import format_traceparent, new_span_id, parse_traceparent
+from gateway.authz.authorizer import Authorizer
+from gateway.authz.decision import Decision
+from gateway.config import Config
+from gateway.identity.authenticator import Authenticator
+from gateway.identity.errors import AuthenticationError
+from gateway.identity.principal import Principal
+from gateway.identity.bearer import www_authenticate
+from gateway.problem import PROBLEM_CONTENT_TYPE, problem_body
+from gateway.proxy import (
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    RequestBody,
+    Send,
+    UpstreamClient,
+    UpstreamError,
+    read_bounded,
+    relay_body,
+    response_headers,
+)
+from gateway.request import MalformedRequest, RequestHead, parse_request_head
+
+logger = logging.getLogger("gateway")
+
+JSON = b"application/json"
+
+
+class Exchange:
+    """The client side of one request: its audit record and whether the response has started."""
+
+    __slots__ = ("record", "send", "started")
+
+    def __init__(self, send: Send, record: DecisionRecord) -> None:
+        self.send = send
+        self.record = record
+        self.started = False
+
+    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.started = True
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        audit: AuditLog,
+        upstream: UpstreamClient,
+    ) -> None:
+        self.config = config
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.audit = audit
+        self.upstream = upstream
+        self._max_header_bytes = config.server.max_header_bytes
+        self._max_body_bytes = config.server.max_body_bytes
+        self._max_masked_bytes = config.upstream.max_masked_body_bytes
+        self._forward_authorization = config.upstream.forward_authorization
+        self._fail_closed = config.audit.fail_closed
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path == "/healthz":
+                await self._health(send)
+            elif path == "/readyz":
+                await self._ready(send)
+            else:
+                await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "websockets are not proxied"})
+
+    # -- the request path ----------------------------------------------------------------------------
+
+    async def handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = time.time()
+        clock = time.perf_counter()
+        record = DecisionRecord(decision_id=uuid7(), time=started, method=scope["method"], path=scope["path"])
+        exchange = Exchange(send, record)
+        try:
+            await self._process(scope, receive, exchange, clock)
+        except Exception:
+            logger.exception("unexpected error handling request %s", record.decision_id)
+            if not exchange.started:
+                record.reason = "internal_error"
+                await self._problem(exchange, 500, "the gateway failed to handle this request")
+
+    async def _process(self, scope: dict[str, Any], receive: Receive, exchange: Exchange, clock: float) -> None:
+        record = exchange.record
+        try:
+            head = parse_request_head(scope, self._max_header_bytes, self._forward_authorization)
+        except MalformedRequest as exc:
+            record.reason = "malformed_request"
+            return await self._problem(exchange, exc.status, exc.detail)
+        trace_id, parent_span_id = parse_traceparent(head.traceparent)
+        record.trace_id, record.parent_span_id, record.span_id = trace_id, parent_span_id, new_span_id()
+
+        # 1. authenticate: identity comes from the verified token only.
+        try:
+            principal = await self.authenticator.authenticate(head.authorization)
+        except AuthenticationError as exc:
+            record.reason = exc.reason
+            record.decision_us = _elapsed_us(clock)
+            return await self._unauthenticated(exchange, exc)
+        _record_principal(record, principal)
+
+        # 2. map: the route map turns method and path into an action on a resource; unmapped = deny.
+        match = self.authorizer.match(head.method, head.path, head.raw_path)
+        if match is None:
+            record.reason = "unmapped_route"
+            record.decision_us = _elapsed_us(clock)
+            return await self._forbidden(exchange, self.authorizer.unmapped_reasons())
+        record.route = match.template
+
+        if head.content_length is not None and head.content_length > self._max_body_bytes:
+            record.reason = "body_too_large"
+            return await self._problem(exchange, 413, f"request body larger than {self._max_body_bytes} bytes")
+        body_source = RequestBody(receive, self._max_body_bytes)
+        lifted_body: bytes | None = None
+        lift_limit = self.authorizer.body_needed(match)
+        if lift_limit and head.has_body:
+            try:
+                lifted_body = await body_source.read_all(lift_limit)
+            except BodyTooLarge:
+                record.reason = "body_too_large"
+                return await self._problem(exchange, 413, f"request body larger than {lift_limit} bytes")
+            except ClientGone:
+                record.reason = "client_disconnected"
+                record.status = 499
+                await self._audit(exchange)
+                return None
+
+        # 3. decide: Cedar, with purpose, recipient and consent from the request.
+        decision = await self.authorizer.authorize(
+            principal,
+            match,
+            purpose=head.purpose,
+            recipient=head.recipient,
+            consent_ref=head.consent_ref,
+            body=lifted_body,
+            now=record.time,
+        )
+        _record_decision(record, decision)
+        record.decision_us = _elapsed_us(clock)
+        if not decision.allowed:
+            if decision.status == 400:
+                return await self._problem(exchange, 400, decision.detail)
+            return await self._forbidden(exchange, decision.reasons)
+
+        # 4. audit: refuse before touching the upstream if the record of truth cannot be written.
+        if self._fail_closed and not self.audit.healthy:
+            record.reason = "audit_unavailable"
+            return await self._problem(exchange, 503, "the audit store cannot be written; refusing to proceed")
+
+        # 5. forward
+        body: bytes | Any | None
+        if lifted_body is not None:
+            body = lifted_body
+        elif head.has_body:
+            body = body_source.stream()
+        else:
+            body = None
+        headers = self._upstream_headers(head, principal, decision, record)
+        upstream_clock = time.perf_counter()
+        try:
+            response = await self.upstream.open(head.method, head.target, headers, body)
+        except UpstreamError as exc:
+            record.reason = "upstream_timeout" if exc.status == 504 else "upstream_error"
+            return await self._problem(exchange, exc.status, exc.detail)
+        except BodyTooLarge:
+            record.reason = "body_too_large"
+            return await self._problem(exchange, 413, f"request body larger than {self._max_body_bytes} bytes")
+        except ClientGone:
+            record.reason = "client_disconnected"
+            record.status = 499
+            await self._audit(exchange)
+            return None
+        record.upstream_ms = round((time.perf_counter() - upstream_clock) * 1000, 3)
+
+        # 6. mask, then release the response once its record is safe.
+        try:
+            if decision.masks:
+                await self._respond_masked(exchange, response, decision)
+            else:
+                await self._respond_streamed(exchange, response)
+        finally:
+            response.release()
+        return None
+
+    def _upstream_headers(
+        self, head: RequestHead, principal: Principal, decision: Decision, record: DecisionRecord
+    ) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in head.forward_headers:
+            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        if decision.masks:
+            headers.popall("accept-encoding", None)  # masking needs a body it can read
+        if head.forward_xff:
+            headers["X-Forwarded-For"] = head.forward_xff.decode("latin-1")
+        headers["X-Forwarded-Proto"] = head.scheme
+        if head.host:
+            headers["X-Forwarded-Host"] = head.host
+        if head.content_length is not None:
+            headers["Content-Length"] = str(head.content_length)
+        headers["X-Gateway-Decision-Id"] = record.decision_id
+        headers["X-Gateway-Tenant"] = principal.tenant
+        headers["X-Gateway-Principal"] = principal.id
+        headers["X-Gateway-Purpose"] = decision.purpose
+        headers["traceparent"] = format_traceparent(record.trace_id, record.span_id)
+        return headers
+
+    async def _respond_streamed(self, exchange: Exchange, response: Any) -> None:
+        record = exchange.record
+        record.status = response.status
+        record.reason = record.reason or "allowed"
+        if not await self._audit(exchange):
+            return
+        headers = response_headers(response)
+        if response.content_length is not None:
+            headers.append((b"content-length", str(response.content_length).encode()))
+        headers.append((b"x-decision-id", record.decision_id.encode()))
+        exchange.started = True
+        await exchange.send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await relay_body(response, exchange.send)
+
+    async def _respond_masked(self, exchange: Exchange, response: Any, decision: Decision) -> None:
+        record = exchange.record
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        is_json = content_type == "application/json" or content_type.endswith("+json")
+        if not is_json or encoding not in ("", "identity"):
+            if _no_body(response):
+                return await self._respond_streamed(exchange, response)
+            record.reason = "unmaskable_response"
+            return await self._problem(
+                exchange, 502, "the upstream answered in a form the gateway cannot mask; refusing to pass it on"
+            )
+        try:
+            raw = await read_bounded(response, self._max_masked_bytes)
+        except Exception:
+            record.reason = "upstream_error"
+            return await self._problem(exchange, 502, "the upstream broke off the response")
+        if raw is None:
+            record.reason = "unmaskable_response"
+            return await self._problem(exchange, 502, "the upstream response is too large to mask")
+        try:
+            masked, pointers = self.authorizer.mask(decision, raw)
+        except ValueError:
+            record.reason = "unmaskable_response"
+            return await self._problem(exchange, 502, "the upstream response is not valid JSON; cannot mask it")
+        record.masked_fields = pointers
+        record.status = response.status
+        record.reason = record.reason or "allowed"
+        if not await self._audit(exchange):
+            return
+        headers = response_headers(response)
+        headers.append((b"x-decision-id", record.decision_id.encode()))
+        if pointers:
+            headers.append((b"x-redacted-fields", ",".join(pointers).encode()))
+        await exchange.respond(response.status, headers, masked)
+
+    # -- refusals ------------------------------------------------------------------------------------
+
+    async def _audit(self, exchange: Exchange) -> bool:
+        """Write the record; on a fail-closed store failure answer 503 instead. True = go on."""
+        record = exchange.record
+        try:
+            await self.audit.record(record)
+        except AuditUnavailable:
+            if not exchange.started:
+                record.status = 503
+                await exchange.respond(
+                    503,
+                    [(b"content-type", PROBLEM_CONTENT_TYPE), (b"x-decision-id", record.decision_id.encode())],
+                    problem_body(503, "the audit store cannot be written; refusing to proceed",
+                                 decision_id=record.decision_id),
+                )
+            return False
+        return True
+
+    async def _problem(
+        self, exchange: Exchange, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None,
+        **extra: Any,
+    ) -> None:
+        record = exchange.record
+        record.status = status
+        if not await self._audit(exchange):
+            return
+        out = headers or []
+        out.append((b"content-type", PROBLEM_CONTENT_TYPE))
+        out.append((b"x-decision-id", record.decision_id.encode()))
+        await exchange.respond(status, out, problem_body(status, detail, decision_id=record.decision_id, **extra))
+
+    async def _unauthenticated(self, exchange: Exchange, error: AuthenticationError) -> None:
+        exchange.record.decision = "deny"
+        await self._problem(
+            exchange, 401, error.description, [(b"www-authenticate", www_authenticate(error))], reason=error.reason
+        )
+
+    async def _forbidden(self, exchange: Exchange, reasons: list[dict[str, str]]) -> None:
+        exchange.record.decision = "deny"
+        if not exchange.record.policies:
+            exchange.record.policies = tuple(r["policy"] for r in reasons)
+        await self._problem(exchange, 403, "the request is not permitted by policy", reasons=reasons)
+
+    # -- health, readiness, lifespan -----------------------------------------------------------------
+
+    async def _health(self, send: Send) -> None:
+        await _send_json(send, 200, {"status": "alive"})
+
+    def readiness(self) -> dict[str, Any]:
+        checks = {
+            "keys": self.authenticator.ready,
+            "policies": self.authorizer.ready,
+            "audit": self.audit.healthy,
+        }
+        report: dict[str, Any] = {"status": "ready" if all(checks.values()) else "not ready", "checks": checks}
+        if self.authorizer.last_error:
+            report["policy_error"] = self.authorizer.last_error
+        if self.audit.last_error:
+            report["audit_error"] = self.audit.last_error
+        report["policy_hash"] = self.authorizer.policy_hash
+        return report
+
+    async def _ready(self, send: Send) -> None:
+        report = self.readiness()
+        await _send_json(send, 200 if report["status"] == "ready" else 503, report)
+
+    async def startup(self) -> None:
+        await self.audit.start()
+        await self.upstream.start()
+        await self.authorizer.start()
+        await self.authenticator.start()
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_policies)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass  # not the main thread (tests) or no SIGHUP on this platform
+
+    async def shutdown(self) -> None:
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass
+        await self.authenticator.close()
+        await self.authorizer.close()
+        await self.upstream.close()
+        await self.audit.close()
+
+    def _reload_policies(self) -> None:
+        ok = self.authorizer.reload()
+        if ok:
+            logger.info("policies reloaded on SIGHUP (hash %s)", self.authorizer.policy_hash)
+        else:
+            logger.error("policy reload failed, keeping the last good set: %s", self.authorizer.last_error)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _record_principal(record: DecisionRecord, principal: Principal) -> None:
+    record.tenant = principal.tenant
+    record.principal_kind = principal.kind
+    record.principal_id = principal.id
+    record.client_id = principal.client_id
+    record.roles = principal.roles
+
+
+def _record_decision(record: DecisionRecord, decision: Decision) -> None:
+    record.decision = "allow" if decision.allowed else "deny"
+    record.reason = decision.reason
+    record.action = decision.action
+    record.resource_type = decision.resource_type
+    record.resource_id = decision.resource_id
+    record.resource_tenant = decision.resource_tenant
+    record.categories = decision.categories
+    record.purpose = decision.purpose
+    record.recipient = decision.recipient
+    record.consent_ref = decision.consent_ref
+    record.policies = decision.policy_ids
+    record.clauses = tuple(f"{r['source']}: {r['clause']}" for r in decision.reasons)
+    record.policy_hash = decision.policy_hash
+
+
+def _elapsed_us(clock: float) -> int:
+    return int((time.perf_counter() - clock) * 1_000_000)
+
+
+def _no_body(response: Any) -> bool:
+    return response.status in (204, 304) or response.content_length == 0
+
+
+async def _send_json(send: Send, status: int, document: dict[str, Any]) -> None:
+    body = json.dumps(document).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", JSON), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,144 @@
+"""``gateway serve``: build the gateway from configuration and run it under uvicorn.
+
+uvicorn runs with uvloop and httptools (httptools lets the gateway answer an oversized header block
+with 431 itself; h11 answers 400 first). With ``--workers N`` uvicorn starts N processes, each of which
+builds its own gateway from the configuration file named in ``PRIVACY_GATEWAY_CONFIG`` (a name outside
+the ``GATEWAY_*`` namespace on purpose: those variables are configuration keys). On SIGTERM or Ctrl-C
+uvicorn stops accepting, lets in-flight requests finish within ``server.graceful_shutdown_seconds``,
+then the gateway drains its audit queue and closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from gateway.config import Config, ConfigError, load_config
+
+CONFIG_ENV = "PRIVACY_GATEWAY_CONFIG"
+logger = logging.getLogger("gateway")
+
+
+def build_gateway(config: Config) -> Any:
+    """Assemble the request path from its parts (imported here so `--help` stays fast)."""
+    from gateway.app import Gateway
+    from gateway.audit.log import AuditLog
+    from gateway.audit.settings import AuditSettings
+    from gateway.authz.authorizer import Authorizer
+    from gateway.authz.settings import AuthzSettings
+    from gateway.identity.authenticator import Authenticator
+    from gateway.identity.settings import IdentitySettings
+    from gateway.proxy import UpstreamClient
+
+    identity = config.identity
+    authenticator = Authenticator(
+        IdentitySettings(
+            authority=identity.authority,
+            tenants=identity.tenants,
+            audiences=identity.audiences,
+            leeway_seconds=identity.leeway_seconds,
+            max_token_bytes=identity.max_token_bytes,
+            refresh_interval_seconds=identity.refresh_interval_seconds,
+            unknown_kid_cooldown_seconds=identity.unknown_kid_cooldown_seconds,
+            http_timeout_seconds=identity.http_timeout_seconds,
+            token_cache_size=identity.token_cache_size,
+        )
+    )
+    policies = config.policies
+    authorizer = Authorizer.load(
+        AuthzSettings(
+            policies_dir=policies.dir,
+            route_maps=policies.route_maps,
+            resolver_url=policies.resolver_url or config.upstream.url,
+            resolver_ttl_seconds=policies.resolver_ttl_seconds,
+            decision_cache_size=policies.decision_cache_size,
+            watch=policies.watch,
+            watch_interval_seconds=policies.watch_interval_seconds,
+        )
+    )
+    audit = config.audit
+    audit_log = AuditLog(
+        AuditSettings(
+            path=audit.path,
+            mode=audit.mode,
+            queue_size=audit.queue_size,
+            batch_size=audit.batch_size,
+            fail_closed=audit.fail_closed,
+            otlp_endpoint=audit.otlp_endpoint,
+            export_interval_seconds=audit.export_interval_seconds,
+            export_batch_size=audit.export_batch_size,
+            retention_days=audit.retention_days,
+            service_name=audit.service_name,
+        )
+    )
+    return Gateway(
+        config, authenticator=authenticator, authorizer=authorizer, audit=audit_log,
+        upstream=UpstreamClient(config.upstream),
+    )
+
+
+def app_from_environment() -> Any:
+    """uvicorn factory for worker processes."""
+    path = os.environ.get(CONFIG_ENV) or None
+    return build_gateway(load_config(path))
+
+
+def uvicorn_options(config: Config) -> dict[str, Any]:
+    server = config.server
+    return {
+        "host": server.host,
+        "port": server.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "timeout_keep_alive": int(server.keep_alive_seconds),
+        "timeout_graceful_shutdown": int(server.graceful_shutdown_seconds),
+        "limit_concurrency": server.max_connections,
+        "log_level": server.log_level,
+    }
+
+
+def run(config: Config, config_path: str | None) -> int:
+    import uvicorn
+
+    options = uvicorn_options(config)
+    if config.server.workers > 1:
+        if config_path:
+            os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+        uvicorn.run("gateway.serve:app_from_environment", factory=True, workers=config.server.workers, **options)
+    else:
+        uvicorn.run(build_gateway(config), **options)
+    return 0
+
+
+def command(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.host:
+        env["GATEWAY_SERVER_HOST"] = args.host
+    if args.port:
+        env["GATEWAY_SERVER_PORT"] = str(args.port)
+    if args.workers:
+        env["GATEWAY_SERVER_WORKERS"] = str(args.workers)
+    try:
+        config = load_config(args.config, environ=env)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    # Worker processes re-read the configuration: hand them the CLI overrides through the environment.
+    os.environ.update({k: v for k, v in env.items() if k.startswith("GATEWAY_SERVER_")})
+    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run(config, args.config)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run the sidecar proxy")
+    parser.add_argument("--config", help="TOML configuration file (default: the built-in demo defaults)")
+    parser.add_argument("--host", help="listen address (server.host)")
+    parser.add_argument("--port", type=int, help="listen port (server.port)")
+    parser.add_argument("--workers", type=int, help="worker processes (server.workers)")
+    parser.set_defaults(func=command)
