@@ -96,6 +96,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
+        "proxy_headers": False,  # never take the client address from client-sent X-Forwarded-For
         "timeout_keep_alive": int(server.keep_alive_seconds),
         "timeout_graceful_shutdown": int(server.graceful_shutdown_seconds),
         "limit_concurrency": server.max_connections,

@@ -38,4 +38,6 @@ class DecisionRecord:
     decision_us: int = 0                 # time spent authenticating and deciding, microseconds
     upstream_ms: float = 0.0             # time to upstream response headers
     gateway_id: str = ""                 # which gateway process wrote it
+    sequence: int = 0                    # per-gateway number, assigned by AuditLog.record (gaps = loss)
+    duration_us: int = 0                 # arrival to response ready (0 = unknown: decision_us is used)
     extra: dict[str, str] = field(default_factory=dict)

@@ -71,6 +71,7 @@ RECORDING_SAMPLES = 4000  # half a second: a short tone standing in for the call
 @dataclass(frozen=True, slots=True)
 class TenantProfile:
     id: str
+    key: str  # one letter in every fixture id: "a" for the first tenant, "b" for the second
     name: str
     display_name: str
     domain: str
@@ -84,6 +85,7 @@ class TenantProfile:
 PROFILES: dict[str, TenantProfile] = {
     CONTOSO_TENANT: TenantProfile(
         id=CONTOSO_TENANT,
+        key="a",
         name=TENANT_NAMES[CONTOSO_TENANT],
         display_name="Contoso Ltd",
         domain="contoso.example",
@@ -104,6 +106,7 @@ PROFILES: dict[str, TenantProfile] = {
     ),
     FABRIKAM_TENANT: TenantProfile(
         id=FABRIKAM_TENANT,
+        key="b",
         name=TENANT_NAMES[FABRIKAM_TENANT],
         display_name="Fabrikam Ltd",
         domain="fabrikam.example",
@@ -250,6 +253,12 @@ def _address(profile: TenantProfile, rng: random.Random) -> JSONObject:
     return {"line1": line1, "city": us_city, "region": state, "postal_code": zip_code, "country": "US"}
 
 
+def _card_of(contact: JSONObject, payments: tuple[JSONObject, ...]) -> str:
+    """The card of the contact's first payment (a default test number for a contact who never paid)."""
+    cards = [str(p["card_number"]) for p in payments if p["contact_id"] == contact["id"]]
+    return cards[0] if cards else TEST_CARD_NUMBERS[0]
+
+
 def _one_line(address: JSONObject) -> str:
     return ", ".join(str(address[key]) for key in ("line1", "city", "postal_code"))
 
@@ -293,7 +302,7 @@ def _contacts(profile: TenantProfile) -> tuple[JSONObject, ...]:
         email = OPTOUT_EMAIL if opted_out else f"{first}.{last}@{_slug(company)}.example".lower()
         contacts.append(
             {
-                "id": f"ct-{profile.name}-{number:02d}",
+                "id": f"ct-{profile.key}-{number:03d}",
                 "name": f"{first} {last}",
                 "email": email,
                 "phone": _phone(profile, number),
@@ -318,7 +327,7 @@ def _payments(profile: TenantProfile, contacts: tuple[JSONObject, ...]) -> tuple
             raise AssertionError(f"fixture card number {card_number} fails the Luhn check")
         payments.append(
             {
-                "id": f"pay-{profile.name}-{number:02d}",
+                "id": f"pay-{profile.key}-{number:03d}",
                 "contact_id": contact["id"],
                 "cardholder": contact["name"],
                 "card_number": card_number,
@@ -347,7 +356,7 @@ def _calls(profile: TenantProfile, contacts: tuple[JSONObject, ...]) -> tuple[JS
         recorded = profile.call_recording_enabled and number not in UNRECORDED_CALL_NUMBERS
         calls.append(
             {
-                "id": f"call-{profile.name}-{number:02d}",
+                "id": f"call-{profile.key}-{number:03d}",
                 "contact_id": contact["id"],
                 "direction": "inbound" if inbound else "outbound",
                 "from": contact["phone"] if inbound else line,
@@ -394,14 +403,15 @@ def _transcript(profile: TenantProfile, call: JSONObject, contact: JSONObject, c
         ("customer", f"Sure, it's {contact['email']}, and my phone number is {contact['phone']}."),
         ("agent", "Thanks. I can see a payment, which card did you use?"),
         ("customer", f"The card ending in {card[-4:]}."),
-        ("agent", rng.choice(("I have issued a refund.", "I have corrected the invoice.", "That is fixed now."))),
+        ("agent", rng.choice(("I have issued a refund.", "I have corrected the invoice.", "That is fixed."))),
         ("customer", "Great, thank you for your help."),
     )
-    segments = []
+    segments: list[JSONObject] = []
     clock = 0.0
     for speaker, text in lines:
         length = round(2.0 + rng.random() * 6.0, 1)
-        segments.append({"speaker": speaker, "start_s": round(clock, 1), "end_s": round(clock + length, 1), "text": text})
+        start, end = round(clock, 1), round(clock + length, 1)
+        segments.append({"speaker": speaker, "start_s": start, "end_s": end, "text": text})
         clock += length + 0.4
     return {
         "call_id": call["id"],
@@ -417,7 +427,7 @@ def _surveys(
     rng = _rng(profile.id, "surveys")
     surveys, responses, results = [], {}, {}
     for number, (title, rating_question, topic) in enumerate(SURVEYS, start=1):
-        survey_id = f"srv-{profile.name}-{number:02d}"
+        survey_id = f"sv-{profile.key}-{number:03d}"
         created_at = OLD_SURVEY_TIMES.get(number) or _recent(rng)
         questions = [
             {"id": "q1", "type": "rating", "text": rating_question, "scale": [1, 5]},
@@ -430,14 +440,16 @@ def _surveys(
         survey_responses = []
         respondents = rng.sample(contacts, rng.randrange(6, 10))
         for index, contact in enumerate(respondents, start=1):
-            card = next((p["card_number"] for p in payments if p["contact_id"] == contact["id"]), "4111111111111111")
             text = rng.choice(FREE_TEXT_ANSWERS).format(
-                phone=contact["phone"], email=contact["email"], last4=card[-4:], address=_one_line(_address(profile, rng))
+                phone=contact["phone"],
+                email=contact["email"],
+                last4=_card_of(contact, payments)[-4:],
+                address=_one_line(_address(profile, rng)),
             )
             submitted = parse_rfc3339(created_at) + timedelta(seconds=rng.randrange(3600, 20 * 86400))
             survey_responses.append(
                 {
-                    "id": f"resp-{profile.name}-{number:02d}-{index:02d}",
+                    "id": f"resp-{profile.key}-{number:03d}-{index:02d}",
                     "contact_id": contact["id"],
                     "respondent_name": contact["name"],
                     "respondent_email": contact["email"],
@@ -474,24 +486,30 @@ def _aggregate(survey_id: str, survey: JSONObject, responses: list[JSONObject]) 
         else:
             summary["count"] = sum(1 for value in values if value)
         questions.append(summary)
-    return {"survey_id": survey_id, "title": survey["title"], "response_count": len(responses), "questions": questions}
+    return {
+        "survey_id": survey_id,
+        "title": survey["title"],
+        "response_count": len(responses),
+        "questions": questions,
+    }
 
 
 def _events(profile: TenantProfile) -> tuple[JSONObject, ...]:
     rng = _rng(profile.id, "events")
     users = [_seeded_uuid(rng) for _ in range(6)]
     ips = ["192.0.2.17", "198.51.100.42", "203.0.113.9", "2001:db8::7", "198.51.100.203", "2001:db8:4::1"]
-    timestamps = list(OLD_EVENT_TIMES) + [_recent(rng, 200) for _ in range(EVENTS_PER_TENANT - len(OLD_EVENT_TIMES))]
-    timestamps.sort()
+    recent = [_recent(rng, 200) for _ in range(EVENTS_PER_TENANT - len(OLD_EVENT_TIMES))]
+    timestamps = sorted([*OLD_EVENT_TIMES, *recent])
     events = []
     for number, timestamp in enumerate(timestamps, start=1):
         user = rng.randrange(len(users))
+        session = hashlib.sha256(f"{profile.id}:{user}:{timestamp[:10]}".encode()).hexdigest()[:16]
         events.append(
             {
-                "id": f"evt-{profile.name}-{number:04d}",
+                "id": f"evt-{profile.key}-{number:04d}",
                 "type": rng.choice(EVENT_TYPES),
                 "user_id": users[user],
-                "session_id": hashlib.sha256(f"{profile.id}:{user}:{timestamp[:10]}".encode()).hexdigest()[:16],
+                "session_id": session,
                 "ip": ips[user],
                 "page": rng.choice(PAGES),
                 "user_agent": USER_AGENTS[user % len(USER_AGENTS)],
@@ -513,7 +531,7 @@ def build_tenant(tenant_id: str) -> TenantFixtures:
     for call in calls:
         if call["has_recording"]:
             contact = by_id[call["contact_id"]]
-            card = next((p["card_number"] for p in payments if p["contact_id"] == contact["id"]), "4111111111111111")
+            card = _card_of(contact, payments)
             recordings[call["id"]] = wav_bytes(f"{tenant_id}:recording:{call['id']}")
             transcripts[call["id"]] = _transcript(profile, call, contact, card)
     surveys, responses, results = _surveys(profile, contacts, payments)
@@ -615,7 +633,8 @@ def mailbox(tenant_id: str, user_id: str) -> tuple[JSONObject, ...]:
     )
     messages = []
     first_id = gmail_message_id(tenant_id, user_id, 0)
-    for index, ((subject, sender, labels, body), instant) in enumerate(zip(MAIL_TEMPLATES, instants, strict=True)):
+    for index, (template, instant) in enumerate(zip(MAIL_TEMPLATES, instants, strict=True)):
+        subject, sender, labels, body = template
         message_id = gmail_message_id(tenant_id, user_id, index)
         recipient = senders["contact"] if sender == "user" else senders["user"]
         text = body.format(**values)

@@ -45,7 +45,7 @@ def demo_calls() -> list[DemoCall]:
     a, b = tenants.CONTOSO_TENANT, tenants.FABRIKAM_TENANT
     support = {"tenant": a, "roles": ["Support.Agent"]}
     return [
-        DemoCall("Support agent reads a payment (card number masked)", "GET", f"/tenants/{a}/payments/pay-a-001",
+        DemoCall("Support agent reads a payment (card number masked)", "GET", f"/tenants/{a}/payments/pay-a-005",
                  "essential.service.operations.support", support),
         DemoCall("Support agent reads a contact", "GET", f"/tenants/{a}/contacts/ct-a-001",
                  "essential.service.operations.support", support),
@@ -112,7 +112,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from gateway.identity.devidp import mint_token
+    from gateway.identity.devtokens import mint_token
 
     signal.signal(signal.SIGTERM, _interrupt)
 
@@ -149,7 +149,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"audit store: {dev_dir / 'audit.sqlite'}  (query it: gateway audit query --path {dev_dir / 'audit.sqlite'})\n")
         for call in demo_calls():
             spec = dict(call.token)
-            token = mint_token(dev_dir, authority=idp_url, **spec)
+            token = mint_token(dev_dir, spec.pop("tenant"), authority=idp_url, **spec)
             print(f"# {call.title}")
             print(curl_line(call, gateway_url, token))
             print()

@@ -6,10 +6,11 @@ import re
 
 from gateway.identity.errors import AuthenticationError
 
-# A compact JWS: three base64url segments. Anything else is refused before a byte of it is decoded.
-_COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# A compact JWS: three base64url segments (the signature may be empty, so an unsecured "alg":"none"
+# token gets its precise reason). Anything else is refused before a byte of it is decoded.
+_COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # RFC 6750 error_description: %x20-21 / %x23-5B / %x5D-7E, i.e. printable ASCII without '"' and '\'.
-_UNSAFE_DESCRIPTION_CHARS = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_UNSAFE_DESCRIPTION_CHARS = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 _MAX_DESCRIPTION_CHARS = 300
 # Room for the scheme, the separating space and stray surrounding whitespace.
 _SCHEME_ALLOWANCE = 32
@@ -18,7 +19,8 @@ _SCHEME_ALLOWANCE = 32
 def bearer_token(authorization: bytes | None, max_token_bytes: int) -> bytes:
     """The token of a ``Bearer`` header, as bytes, or ``AuthenticationError``.
 
-    The size is checked before anything else, so an oversized header costs one ``len``.
+    The size is checked before anything else, so an oversized header costs one ``len``. The token's
+    shape is left to ``require_compact_jws``, which need not run for a token found in the cache.
     """
     if authorization is None or not authorization.strip():
         raise AuthenticationError("missing_token", "The request carries no access token.")
@@ -38,6 +40,11 @@ def bearer_token(authorization: bytes | None, max_token_bytes: int) -> bytes:
     token = parts[1]
     if len(token) > max_token_bytes:
         raise AuthenticationError("token_too_large", f"The access token exceeds {max_token_bytes} bytes.")
+    return token
+
+
+def require_compact_jws(token: bytes) -> None:
+    """Three base64url segments, or ``AuthenticationError`` saying what is wrong with the shape."""
     if _COMPACT_JWS.fullmatch(token) is None:
         segments = token.count(b".") + 1
         if segments != 3:
@@ -45,7 +52,6 @@ def bearer_token(authorization: bytes | None, max_token_bytes: int) -> bytes:
         else:
             detail = "has an empty segment or characters outside base64url"
         raise AuthenticationError("malformed_token", f"The access token is not a compact JWS: it {detail}.")
-    return token
 
 
 def www_authenticate(error: AuthenticationError) -> bytes:

@@ -6,6 +6,7 @@ key binding, audience, lifetime, then token kind.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -16,15 +17,23 @@ from gateway.identity.principal import Principal
 _VERSIONS: dict[str, Literal["1.0", "2.0"]] = {"1.0": "1.0", "2.0": "2.0"}
 
 
-def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
-        if required:
-            raise AuthenticationError("missing_claim", f"The token has no '{name}' claim.")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AuthenticationError("malformed_claims", f"The '{name}' claim is not a number.")
-    return float(value)
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(name)
+        return float(value)
+    except (ValueError, OverflowError):
+        raise AuthenticationError("malformed_claims", f"The '{name}' claim is not a finite number.") from None
+
+
+def _required_number(claims: Mapping[str, Any], name: str) -> float:
+    value = _number(claims, name)
+    if value is None:
+        raise AuthenticationError("missing_claim", f"The token has no '{name}' claim.")
+    return value
 
 
 def _string(claims: Mapping[str, Any], name: str) -> str | None:
@@ -76,10 +85,9 @@ def check_audience(claims: Mapping[str, Any], audiences: frozenset[str]) -> None
 
 def check_lifetime(claims: Mapping[str, Any], now: float, leeway: float) -> float:
     """``exp`` (required), ``iat`` (required) and ``nbf`` (optional) against ``now``; returns ``exp``."""
-    exp = _number(claims, "exp", required=True)
-    iat = _number(claims, "iat", required=True)
-    nbf = _number(claims, "nbf", required=False)
-    assert exp is not None and iat is not None
+    exp = _required_number(claims, "exp")
+    iat = _required_number(claims, "iat")
+    nbf = _number(claims, "nbf")
     if now - leeway >= exp:
         raise AuthenticationError("expired", "The token has expired.")
     if nbf is not None and now + leeway < nbf:
@@ -87,6 +95,11 @@ def check_lifetime(claims: Mapping[str, Any], now: float, leeway: float) -> floa
     if now + leeway < iat:
         raise AuthenticationError("not_yet_valid", "The token was issued in the future (iat).")
     return exp
+
+
+def _is_service_principal(claims: Mapping[str, Any]) -> bool:
+    oid = _string(claims, "oid")
+    return bool(oid) and oid == _string(claims, "sub")
 
 
 def principal_from_claims(claims: Mapping[str, Any], tid: str, version: str, exp: float) -> Principal:
@@ -111,8 +124,13 @@ def principal_from_claims(claims: Mapping[str, Any], tid: str, version: str, exp
         kind: Literal["user", "app"] = "user"
         principal_id = oid
     elif roles:
-        if idtyp not in (None, "app"):
-            raise AuthenticationError("inconsistent_token", "The token has no scopes but is not app-only.")
+        # idtyp is an optional claim at Entra; without it, Microsoft's documented sign of an app-only
+        # token is oid == sub (the service principal is both). Roles alone could be a user's.
+        app_only = idtyp == "app" if idtyp is not None else _is_service_principal(claims)
+        if not app_only:
+            raise AuthenticationError(
+                "inconsistent_token", "The token has roles but no scopes and is not an app-only token."
+            )
         kind = "app"
         principal_id = client_id or ""
     else:

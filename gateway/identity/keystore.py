@@ -138,15 +138,16 @@ class TenantKeySource:
             task.add_done_callback(_consume_result)
 
     async def run_periodically(self) -> None:
-        retry = self._settings.retry_min_seconds
-        interval = self._settings.refresh_interval_seconds
+        settings = self._settings
+        interval = settings.refresh_interval_seconds
+        retry = min(settings.retry_min_seconds, interval)
         while not self._closed:
             if await self.refresh():
-                retry = self._settings.retry_min_seconds
+                retry = min(settings.retry_min_seconds, interval)
                 await asyncio.sleep(interval)
             else:
                 await asyncio.sleep(retry)
-                retry = min(retry * 2, interval)
+                retry = min(retry * 2, settings.retry_max_seconds, interval)
 
     async def close(self) -> None:
         self._closed = True
@@ -200,9 +201,7 @@ class KeyStore:
     def start(self) -> None:
         if self._tasks:
             return
-        self._tasks = [
-            asyncio.ensure_future(source.run_periodically()) for source in self.sources.values()
-        ]
+        self._tasks = [asyncio.ensure_future(source.run_periodically()) for source in self.sources.values()]
 
     async def close(self) -> None:
         for task in self._tasks:

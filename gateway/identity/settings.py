@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 GUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -35,8 +35,10 @@ class IdentitySettings:
     max_metadata_bytes: int = 1024 * 1024
     #: Verified tokens remembered (by hash) until their ``exp``; 0 disables the cache.
     token_cache_size: int = 10000
-    #: Delay before retrying a failed fetch, doubled on each failure up to ``refresh_interval_seconds``.
-    retry_min_seconds: float = field(default=1.0)
+    #: Delay before retrying a failed fetch, doubled after each failure up to ``retry_max_seconds``
+    #: (and never beyond ``refresh_interval_seconds``).
+    retry_min_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         authority = self.authority.rstrip("/")
@@ -58,7 +60,8 @@ class IdentitySettings:
             raise ValueError("identity size limits must be positive")
         if self.leeway_seconds < 0 or self.token_cache_size < 0:
             raise ValueError("identity.leeway_seconds and identity.token_cache_size must not be negative")
-        if min(self.refresh_interval_seconds, self.http_timeout_seconds, self.retry_min_seconds) <= 0:
+        intervals = (self.refresh_interval_seconds, self.http_timeout_seconds, self.retry_min_seconds)
+        if min(*intervals, self.retry_max_seconds) <= 0:
             raise ValueError("identity intervals and timeouts must be positive")
         if self.unknown_kid_cooldown_seconds < 0:
             raise ValueError("identity.unknown_kid_cooldown_seconds must not be negative")

@@ -1,0 +1,424 @@
+"""Route maps: which action on which resource an upstream request is, declared in TOML.
+
+A route map is read once (and again on reload) into immutable ``Route`` objects; matching a request
+is a dictionary look-up by method and segment count followed by a walk over a handful of compiled
+templates. The format is documented in ``adapters/README.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from adapters.pathnorm import PathRejected, canonical_path, normalise_path
+
+MaskStyle = Literal["last4", "redact"]
+LiftKind = Literal["email", "string"]
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+REQUIREMENTS = frozenset({"recipient", "consent"})
+RESOLVABLE = frozenset({"optouts", "consent_owner"})
+PRINCIPAL_TENANT = "principal"
+MAX_BODY_BYTES_LIMIT = 1024 * 1024
+
+PARAM_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        # Canonical lower-case GUID: an upper-case variant is a different string to the upstream.
+        "uuid": r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        # A record id: starts with a letter or digit, so never a dot segment.
+        "token": r"[A-Za-z0-9][A-Za-z0-9_.~:@+-]{0,127}",
+        # A mailbox owner: "me" (the caller) or a user's object id.
+        "mailbox": r"me|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+    }
+)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_ROUTE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+_IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_CATEGORY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+
+
+class RouteMapError(ValueError):
+    """A route map that cannot be used; the message starts with ``file:line:``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    """A JSON pointer (RFC 6901) whose ``*`` tokens stand for every item of an array."""
+
+    text: str
+    tokens: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Pointer:
+        if not text.startswith("/"):
+            raise ValueError(f"JSON pointer {text!r} must start with '/'")
+        tokens = tuple(t.replace("~1", "/").replace("~0", "~") for t in text[1:].split("/"))
+        if any(t == "" for t in tokens):
+            raise ValueError(f"JSON pointer {text!r} has an empty token")
+        return cls(text, tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """A response field and its data category; ``mask`` is how it is hidden when it may not be read."""
+
+    pointer: Pointer
+    category: str
+    mask: MaskStyle = "redact"
+
+
+@dataclass(frozen=True, slots=True)
+class LiftRule:
+    """A request-body field copied into the Cedar context as ``context.body.<name>``."""
+
+    name: str
+    pointer: Pointer
+    kind: LiftKind = "string"
+    required: bool = True
+    max_length: int = 320
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    literal: str | None  # a literal segment, or None for a parameter
+    param: str | None
+    pattern: re.Pattern[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: str
+    method: str
+    template: str
+    segments: tuple[Segment, ...]
+    action: str
+    resource_type: str
+    tenant_param: str | None  # None: the resource belongs to the caller's tenant
+    id_param: str | None
+    owner_param: str | None
+    categories: tuple[str, ...]
+    fields: tuple[FieldRule, ...]
+    lift: tuple[LiftRule, ...]
+    max_body_bytes: int
+    require: frozenset[str]
+    resolve: frozenset[str]
+    source: str  # "file:line" of the route's declaration
+    map_name: str
+
+    @property
+    def field_categories(self) -> tuple[str, ...]:
+        return tuple(sorted({f.category for f in self.fields}))
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """A request mapped to a route: the canonical path and the decoded path parameters."""
+
+    route: Route
+    path: str
+    params: Mapping[str, str]
+
+    @property
+    def template(self) -> str:
+        return self.route.template
+
+    @property
+    def action(self) -> str:
+        return self.route.action
+
+    @property
+    def resource_type(self) -> str:
+        return self.route.resource_type
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant named by the path, or None when the route serves the caller's own tenant."""
+        param = self.route.tenant_param
+        return self.params[param] if param else None
+
+    @property
+    def resource_id(self) -> str:
+        param = self.route.id_param
+        return self.params[param] if param else ""
+
+    @property
+    def owner(self) -> str | None:
+        """The raw owner parameter (``me`` included), or None when the route names no owner."""
+        param = self.route.owner_param
+        return self.params[param] if param else None
+
+
+@dataclass(slots=True)
+class _Source:
+    path: str
+    lines: list[str] = field(default_factory=list)
+
+    def line_of(self, needle: str, start: int = 0) -> int:
+        for number, line in enumerate(self.lines[start:], start + 1):
+            if needle in line:
+                return number
+        return 1
+
+    def error(self, line: int, message: str) -> RouteMapError:
+        return RouteMapError(f"{self.path}:{line}: {message}")
+
+
+def _str_list(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a list of strings")
+    return list(value)
+
+
+def _compile_template(template: str, params: Mapping[str, str]) -> tuple[Segment, ...]:
+    if not template.startswith("/") or "//" in template or template.endswith("/") and template != "/":
+        raise ValueError(f"path {template!r} must start with '/' and have no empty segment")
+    segments: list[Segment] = []
+    seen: set[str] = set()
+    for part in template[1:].split("/") if template != "/" else []:
+        if part.startswith("{") and part.endswith("}"):
+            name = part[1:-1]
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"bad parameter name {name!r}")
+            if name in seen:
+                raise ValueError(f"parameter {{{name}}} appears twice")
+            seen.add(name)
+            kind = params.get(name, "token")
+            source = PARAM_KINDS.get(kind)
+            if source is None:
+                if not kind.startswith("re:"):
+                    raise ValueError(f"parameter {{{name}}}: unknown kind {kind!r} (uuid, token, mailbox, re:...)")
+                source = kind[3:]
+            segments.append(Segment(None, name, re.compile(source)))
+        else:
+            try:
+                decoded = normalise_path("/" + part)
+            except PathRejected as exc:
+                raise ValueError(f"literal segment {part!r}: {exc.reason}") from None
+            if decoded != (part,):
+                raise ValueError(f"literal segment {part!r} must be written decoded")
+            segments.append(Segment(part, None, None))
+    return tuple(segments)
+
+
+def _field_rules(raw: Any) -> tuple[FieldRule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("fields must be a list of {pointer, category, mask} tables")
+    rules: list[FieldRule] = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"pointer", "category", "mask"}:
+            raise ValueError("each field is a table with pointer, category and optional mask")
+        category = item.get("category")
+        if not isinstance(category, str) or not _CATEGORY.fullmatch(category):
+            raise ValueError(f"field category {category!r} is not a dotted category key")
+        mask = item.get("mask", "redact")
+        if mask not in ("last4", "redact"):
+            raise ValueError(f"field mask {mask!r}: expected 'last4' or 'redact'")
+        rules.append(FieldRule(Pointer.parse(str(item.get("pointer", ""))), category, mask))
+    pointers = [r.pointer.text for r in rules]
+    if len(set(pointers)) != len(pointers):
+        raise ValueError("a field pointer is listed twice")
+    return tuple(rules)
+
+
+def _lift_rules(raw: Any) -> tuple[LiftRule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("lift must be a list of {name, pointer, kind, required, max_length} tables")
+    rules: list[LiftRule] = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"name", "pointer", "kind", "required", "max_length"}:
+            raise ValueError("each lift entry is a table with name, pointer, kind, required, max_length")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"lift name {name!r} is not an identifier")
+        kind = item.get("kind", "string")
+        if kind not in ("email", "string"):
+            raise ValueError(f"lift kind {kind!r}: expected 'email' or 'string'")
+        required = item.get("required", True)
+        max_length = item.get("max_length", 320)
+        if not isinstance(required, bool) or not isinstance(max_length, int) or not 0 < max_length <= 4096:
+            raise ValueError("lift required must be a boolean and max_length an integer in 1..4096")
+        pointer = Pointer.parse(str(item.get("pointer", "")))
+        if "*" in pointer.tokens:
+            raise ValueError("a lifted field names one value: no '*' in its pointer")
+        rules.append(LiftRule(name, pointer, kind, required, max_length))
+    return tuple(rules)
+
+
+_ROUTE_KEYS = frozenset(
+    {
+        "id", "method", "path", "action", "resource", "tenant", "resource_id", "owner", "categories",
+        "fields", "lift", "max_body_bytes", "require", "resolve",
+    }
+)  # fmt: skip
+
+
+def _route(item: Any, params: Mapping[str, str], map_name: str, where: str) -> Route:
+    if not isinstance(item, dict):
+        raise ValueError("each [[route]] must be a table")
+    unknown = set(item) - _ROUTE_KEYS
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+    for key in ("id", "method", "path", "action", "resource", "tenant"):
+        if not isinstance(item.get(key), str):
+            raise ValueError(f"'{key}' is required and must be a string")
+    route_id, method, template = item["id"], item["method"].upper(), item["path"]
+    if not _ROUTE_ID.fullmatch(route_id):
+        raise ValueError(f"route id {route_id!r}: lower-case letters, digits, '.', '_' and '-'")
+    if method not in METHODS:
+        raise ValueError(f"method {item['method']!r} is not one of {', '.join(sorted(METHODS))}")
+    if not _IDENT.fullmatch(item["action"]) or not _IDENT.fullmatch(item["resource"]):
+        raise ValueError("action and resource must be Cedar identifiers")
+    segments = _compile_template(template, params)
+    names = {s.param for s in segments if s.param}
+    tenant = item["tenant"]
+    tenant_param = None if tenant == PRINCIPAL_TENANT else tenant
+    for key, value in (("tenant", tenant_param), ("resource_id", item.get("resource_id")),
+                       ("owner", item.get("owner"))):  # fmt: skip
+        if value is not None and value not in names:
+            raise ValueError(f"{key} = {value!r} is not a parameter of {template}")
+    categories = _str_list(item.get("categories", []), "categories")
+    if not categories:
+        raise ValueError("categories must name at least one data category")
+    for category in categories:
+        if not _CATEGORY.fullmatch(category):
+            raise ValueError(f"category {category!r} is not a dotted category key")
+    lift = _lift_rules(item.get("lift"))
+    max_body = item.get("max_body_bytes", 4096 if lift else 0)
+    if not isinstance(max_body, int) or not 0 <= max_body <= MAX_BODY_BYTES_LIMIT:
+        raise ValueError(f"max_body_bytes must be an integer in 0..{MAX_BODY_BYTES_LIMIT}")
+    if lift and max_body == 0:
+        raise ValueError("a route that lifts body fields needs max_body_bytes > 0")
+    require = frozenset(_str_list(item.get("require", []), "require"))
+    if require - REQUIREMENTS:
+        raise ValueError(f"require: unknown {sorted(require - REQUIREMENTS)} (known: {sorted(REQUIREMENTS)})")
+    resolve = frozenset(_str_list(item.get("resolve", []), "resolve"))
+    if resolve - RESOLVABLE:
+        raise ValueError(f"resolve: unknown {sorted(resolve - RESOLVABLE)} (known: {sorted(RESOLVABLE)})")
+    if "consent_owner" in resolve and not item.get("resource_id"):
+        raise ValueError("resolve = ['consent_owner'] needs resource_id naming the consent id parameter")
+    return Route(
+        id=route_id,
+        method=method,
+        template=template,
+        segments=segments,
+        action=item["action"],
+        resource_type=item["resource"],
+        tenant_param=tenant_param,
+        id_param=item.get("resource_id"),
+        owner_param=item.get("owner"),
+        categories=tuple(categories),
+        fields=_field_rules(item.get("fields")),
+        lift=lift,
+        max_body_bytes=max_body,
+        require=require,
+        resolve=resolve,
+        source=where,
+        map_name=map_name,
+    )
+
+
+def load_route_map(path: str | Path) -> list[Route]:
+    """Parse one route-map file; ``RouteMapError`` (``file:line: message``) on any problem."""
+    text = Path(path).read_text(encoding="utf-8")
+    source = _Source(str(path), text.splitlines())
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
+        raise source.error(line, f"TOML syntax: {exc}") from None
+    unknown = set(doc) - {"map", "params", "route"}
+    if unknown:
+        raise source.error(1, f"unknown top-level keys: {', '.join(sorted(unknown))}")
+    header = doc.get("map", {})
+    map_name = header.get("name") if isinstance(header, dict) else None
+    if not isinstance(map_name, str) or not map_name:
+        raise source.error(source.line_of("[map]"), "[map] needs a name")
+    params = doc.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise source.error(source.line_of("[params]"), "[params] maps parameter names to kinds")
+    routes: list[Route] = []
+    search_from = 0
+    for item in doc.get("route", []):
+        route_id = item.get("id") if isinstance(item, dict) else None
+        line = source.line_of(f'"{route_id}"', search_from) if route_id else source.line_of("[[route]]", search_from)
+        search_from = max(search_from, line)
+        try:
+            routes.append(_route(item, params, map_name, f"{path}:{line}"))
+        except (ValueError, re.error) as exc:
+            raise source.error(line, f"route {route_id or '?'}: {exc}") from None
+    if not routes:
+        raise source.error(1, "no [[route]] entries")
+    return routes
+
+
+def _line_from_message(message: str) -> int:
+    found = re.search(r"line (\d+)", message)
+    return int(found.group(1)) if found else 1
+
+
+class RouteTable:
+    """All routes of the configured maps, indexed by method and number of segments."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes: tuple[Route, ...] = tuple(routes)
+        index: dict[tuple[str, int], list[Route]] = {}
+        ids: dict[str, Route] = {}
+        shapes: dict[tuple[str, tuple[str | None, ...]], Route] = {}
+        for route in self.routes:
+            if route.id in ids:
+                raise RouteMapError(f"{route.source}: route id {route.id!r} also used at {ids[route.id].source}")
+            ids[route.id] = route
+            shape = (route.method, tuple(s.literal for s in route.segments))
+            if shape in shapes:
+                raise RouteMapError(
+                    f"{route.source}: {route.method} {route.template} overlaps {shapes[shape].source}"
+                )
+            shapes[shape] = route
+            index.setdefault((route.method, len(route.segments)), []).append(route)
+        # Literal segments before parameters, so /messages/send wins over /messages/{id}.
+        for candidates in index.values():
+            candidates.sort(key=lambda r: tuple(0 if s.literal is not None else 1 for s in r.segments))
+        self._index = index
+        self.by_id: Mapping[str, Route] = MappingProxyType(ids)
+
+    @classmethod
+    def load(cls, paths: Iterable[str | Path]) -> RouteTable:
+        routes: list[Route] = []
+        for path in paths:
+            routes.extend(load_route_map(path))
+        return cls(routes)
+
+    def match(self, method: str, raw_path: str | bytes) -> RouteMatch | None:
+        """The route for ``method`` and the percent-encoded ``raw_path``; None when unmapped or rejected."""
+        try:
+            segments = normalise_path(raw_path)
+        except PathRejected:
+            return None
+        return self.match_segments(method, segments)
+
+    def match_segments(self, method: str, segments: tuple[str, ...]) -> RouteMatch | None:
+        candidates = self._index.get((method, len(segments)))
+        if not candidates:
+            return None
+        for route in candidates:
+            params: dict[str, str] = {}
+            for spec, value in zip(route.segments, segments, strict=True):
+                if spec.literal is not None:
+                    if spec.literal != value:
+                        break
+                elif spec.pattern is not None and spec.pattern.fullmatch(value) and spec.param:
+                    params[spec.param] = value
+                else:
+                    break
+            else:
+                return RouteMatch(route, canonical_path(segments), MappingProxyType(params))
+        return None

@@ -1,0 +1,263 @@
+"""``gateway audit query | show | verify | purge``.
+
+The store is found by ``--path``, else ``audit.path`` from ``--config`` / ``GATEWAY_AUDIT_PATH``, else
+``var/audit.sqlite``. Queries use a read-only connection, so they are safe while the gateway writes.
+Exit status: 0 done; 1 nothing found (show), a loss found (verify), or no store; 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import tomllib
+from typing import Any
+
+from gateway.audit.clickhouse import DEFAULT_TABLE, clickhouse_count, clickhouse_query
+from gateway.audit.maintenance import purge, verify
+from gateway.audit.output import TABLE_FIELDS, render, render_record
+from gateway.audit.query import (
+    BUCKETS,
+    COUNT_DIMENSIONS,
+    DEFAULT_LIMIT,
+    QUERY_FIELDS,
+    AuditFilter,
+    QueryError,
+    count_decisions,
+    parse_age,
+    parse_time,
+    query_decisions,
+    rfc3339,
+    show_decision,
+)
+from gateway.audit.schema import StoreError, connect_maintenance, connect_reader
+from gateway.audit.settings import AuditSettings
+
+_DEFAULTS = AuditSettings()
+
+
+def register(subparsers: Any) -> None:
+    audit = subparsers.add_parser(
+        "audit", help="query, show, verify and purge the audit trail",
+        description="The audit trail: every decision, allowed or denied, in the embedded store.",
+    )
+    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+
+    query = commands.add_parser(
+        "query", help="list matching decisions (newest first) or count them",
+        description="List decisions, newest first. Purpose and category match their descendants too. "
+        "Times are RFC 3339 or an age before now (15m, 2h, 7d).",
+    )
+    _store_options(query)
+    query.add_argument("--since", metavar="T", help="from this time (inclusive)")
+    query.add_argument("--until", metavar="T", help="before this time (exclusive)")
+    query.add_argument("--principal", metavar="OID", help="the principal's oid (user) or app id")
+    query.add_argument("--tenant", metavar="TID", help="the principal's tenant id")
+    query.add_argument("--purpose", metavar="P", help="purpose, or any purpose below it")
+    query.add_argument("--category", metavar="C", help="data category, or any category below it")
+    query.add_argument("--decision", choices=("allow", "deny"))
+    query.add_argument("--policy", metavar="ID", help="a determining policy id")
+    query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    query.add_argument("--limit", type=int, metavar="N", help=f"at most N records (default {DEFAULT_LIMIT})")
+    query.add_argument("--count-by", choices=COUNT_DIMENSIONS, metavar="DIM",
+                       help=f"count instead of listing, by one of: {', '.join(COUNT_DIMENSIONS)}")
+    query.add_argument("--per", choices=tuple(BUCKETS), help="with --count-by: one count per day or hour (UTC)")
+    query.add_argument("--engine", choices=("sqlite", "clickhouse"), default="sqlite",
+                       help="clickhouse: print the ClickHouse SQL (OpenTelemetry Collector schema) instead")
+    query.add_argument("--table", default=DEFAULT_TABLE,
+                       help=f"with --engine clickhouse: the traces table (default {DEFAULT_TABLE})")
+    query.set_defaults(func=run_query)
+
+    show = commands.add_parser("show", help="one decision in full", description="Print one decision in full.")
+    show.add_argument("decision_id", metavar="DECISION_ID")
+    _store_options(show)
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(func=run_show)
+
+    check = commands.add_parser(
+        "verify", help="check every gateway's sequence numbers for gaps (exit 1 on a loss)",
+        description="Report sequence gaps per gateway id: how a lost or deleted record shows.",
+    )
+    _store_options(check)
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.set_defaults(func=run_verify)
+
+    remove = commands.add_parser(
+        "purge", help="remove records older than an age (retention)",
+        description="Remove records older than AGE; verify keeps treating the purged range as expected.",
+    )
+    _store_options(remove)
+    remove.add_argument("--older-than", metavar="AGE",
+                        help="e.g. 400d, 12w (default: audit.retention_days from the configuration)")
+    remove.add_argument("--include-unexported", action="store_true",
+                        help="also remove records the OTLP export has not delivered yet")
+    remove.add_argument("--dry-run", action="store_true", help="count only")
+    remove.set_defaults(func=run_purge)
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--path", metavar="FILE", help=f"the audit store (default: audit.path, {_DEFAULTS.path})")
+    parser.add_argument("--config", metavar="FILE", help="read audit.path (and audit.retention_days) from it")
+
+
+def _configured(args: argparse.Namespace) -> tuple[str, int]:
+    """``(audit.path, audit.retention_days)``: --path, else the configuration (file + environment)."""
+    config_path = getattr(args, "config", None)
+    path, retention = _DEFAULTS.path, _DEFAULTS.retention_days
+    try:
+        from gateway.config import ConfigError, load_config
+    except ImportError:
+        if config_path:
+            with open(config_path, "rb") as handle:
+                section = tomllib.load(handle).get("audit", {})
+            path = str(section.get("path", path))
+            retention = int(section.get("retention_days", retention))
+        path = os.environ.get("GATEWAY_AUDIT_PATH", path)
+        retention = int(os.environ.get("GATEWAY_AUDIT_RETENTION_DAYS", retention))
+    else:
+        try:
+            audit = load_config(config_path).audit
+        except ConfigError as exc:
+            raise ValueError(f"configuration: {exc}") from exc
+        path, retention = audit.path, int(audit.retention_days)
+    return (args.path or path), retention
+
+
+def _fail(command: str, message: str, status: int) -> int:
+    print(f"gateway audit {command}: {message}", file=sys.stderr)
+    return status
+
+
+def _filter(args: argparse.Namespace, limit: int) -> AuditFilter:
+    now = time.time()
+    return AuditFilter(
+        since_us=parse_time(args.since, now) if args.since else None,
+        until_us=parse_time(args.until, now) if args.until else None,
+        principal=args.principal,
+        tenant=args.tenant,
+        purpose=args.purpose,
+        category=args.category,
+        decision=args.decision,
+        policy=args.policy,
+        limit=limit,
+    )
+
+
+def run_query(args: argparse.Namespace) -> int:
+    if args.per and not args.count_by:
+        return _fail("query", "--per needs --count-by", 2)
+    counting = args.count_by is not None
+    limit = args.limit if args.limit is not None else (10**9 if counting else DEFAULT_LIMIT)
+    try:
+        flt = _filter(args, limit)
+    except QueryError as exc:
+        return _fail("query", str(exc), 2)
+    if args.engine == "clickhouse":
+        try:
+            if counting:
+                sql = clickhouse_count(flt, args.count_by, args.per, table=args.table, fmt=args.format)
+            else:
+                sql = clickhouse_query(flt, table=args.table, fmt=args.format)
+        except QueryError as exc:
+            return _fail("query", str(exc), 2)
+        print(sql)
+        return 0
+    try:
+        path, _ = _configured(args)
+        conn = connect_reader(path)
+    except (StoreError, OSError, ValueError) as exc:
+        return _fail("query", str(exc), 1)
+    try:
+        if counting:
+            rows = count_decisions(conn, flt, args.count_by, args.per)[:limit]
+            fields = [args.count_by, *([args.per] if args.per else []), "count"]
+        else:
+            rows = query_decisions(conn, flt)
+            fields = list(TABLE_FIELDS if args.format == "table" else QUERY_FIELDS)
+    except QueryError as exc:
+        return _fail("query", str(exc), 2)
+    finally:
+        conn.close()
+    print(render(rows, args.format, fields))
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    try:
+        path, _ = _configured(args)
+        conn = connect_reader(path)
+    except (StoreError, OSError, ValueError) as exc:
+        return _fail("show", str(exc), 1)
+    try:
+        record = show_decision(conn, args.decision_id)
+    finally:
+        conn.close()
+    if record is None:
+        return _fail("show", f"no decision {args.decision_id} in {path}", 1)
+    print(json.dumps(record, indent=2, ensure_ascii=False) if args.format == "json" else render_record(record))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        path, _ = _configured(args)
+        conn = connect_reader(path)
+    except (StoreError, OSError, ValueError) as exc:
+        return _fail("verify", str(exc), 1)
+    try:
+        report = verify(conn)
+    finally:
+        conn.close()
+    if args.format == "json":
+        print(json.dumps({"ok": report.ok, "gateways": [g.as_dict() for g in report.gateways]}, indent=2))
+        return 0 if report.ok else 1
+    if not report.gateways:
+        print(f"{path}: no records")
+    for gateway in report.gateways:
+        status = "OK" if gateway.ok else "LOSS"
+        purged = f", purged through {gateway.watermark}" if gateway.watermark else ""
+        running = ", session open (running, or ended without close)" if gateway.open_session else ""
+        print(f"{status}  {gateway.gateway_id}: sequence {gateway.expected_from}..{gateway.highest}, "
+              f"{gateway.stored} stored{purged}{running}")
+        for gap in gateway.gaps:
+            span = f"{gap.first}" if gap.first == gap.last else f"{gap.first}..{gap.last}"
+            if gap.kind == "unclean_end":
+                what = (
+                    "writer ended without closing (durable: these requests never got a response)"
+                    if gap.mode == "durable"
+                    else f"writer ended without closing ({gap.mode or 'async'}: queued records lost)"
+                )
+            else:
+                what = "missing"
+            print(f"      {span} ({gap.count} record{'s' if gap.count != 1 else ''}): {what}")
+    return 0 if report.ok else 1
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    try:
+        path, retention_days = _configured(args)
+        age = parse_age(args.older_than) if args.older_than else retention_days * 86400.0
+    except (QueryError, OSError, ValueError) as exc:
+        return _fail("purge", str(exc), 2)
+    if age <= 0:
+        return _fail("purge", "the age must be positive (retention_days = 0 means keep everything)", 2)
+    cutoff_us = round((time.time() - age) * 1_000_000)
+    try:
+        conn = connect_maintenance(path)
+    except (StoreError, OSError) as exc:
+        return _fail("purge", str(exc), 1)
+    try:
+        result = purge(conn, cutoff_us, include_unexported=args.include_unexported, dry_run=args.dry_run)
+    finally:
+        conn.close()
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {result.removed} decision{'s' if result.removed != 1 else ''} "
+          f"older than {rfc3339(cutoff_us)} from {path}")
+    if result.kept_unexported:
+        print(f"kept {result.kept_unexported} older decisions the OTLP export has not delivered yet "
+              "(--include-unexported removes them too)")
+    for gateway_id, through in sorted(result.watermarks.items()):
+        print(f"  {gateway_id}: purged through sequence {through}")
+    return 0

@@ -1,0 +1,249 @@
+"""The OTLP outbox: ``authz.decision`` spans built from the store, with a cursor kept in the store.
+
+One thread per gateway process reads committed records after the cursor (in commit order, the
+``decisions.id`` order), builds their spans and hands them to the span exporter (OTLP/HTTP). The
+cursor advances, in the same store, only after the exporter reported success for the whole batch.
+A collector outage therefore delays spans and loses none: the batch is retried with exponential
+back-off (capped at ``export_max_backoff_seconds``, attempts never stop while the gateway runs), and
+after a restart the export resumes from the stored cursor.
+
+Delivery is at least once: if the process dies between the collector's success and the cursor
+commit, or a collector accepts a batch but its answer is lost, that batch is sent again with the same
+span ids (the ClickHouse queries count distinct span ids for that reason).
+
+Several gateway processes may share one store; a lease in ``export_state`` (renewed each batch,
+taken over when it expires) lets exactly one of them export at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from gateway.audit.schema import StoreError, connect_maintenance, record_from_row
+from gateway.audit.settings import AuditSettings
+from gateway.audit.spans import build_span, span_resource
+
+logger = logging.getLogger("gateway.audit.export")
+
+CURSOR_NAME = "otlp"
+
+
+def otlp_span_exporter(settings: AuditSettings) -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=settings.traces_url, timeout=settings.otlp_timeout_seconds)
+
+
+class OutboxExporter:
+    """Exports the store's records as spans, from the stored cursor on, in its own thread."""
+
+    def __init__(
+        self,
+        settings: AuditSettings,
+        span_exporter: SpanExporter,
+        *,
+        owner: str = "",
+        on_exported: Callable[[int], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._path = settings.path
+        self._span_exporter = span_exporter
+        self._owner = f"{owner or 'gateway'}:{uuid.uuid4().hex[:12]}"
+        self._on_exported = on_exported
+        self._on_failure = on_failure
+        self._interval = max(settings.export_interval_seconds, 0.01)
+        self._batch_size = settings.export_batch_size
+        self._max_backoff = max(settings.export_max_backoff_seconds, 0.05)
+        self._lease_us = int(max(60.0, 2 * settings.otlp_timeout_seconds + 3 * self._interval) * 1_000_000)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._resources: dict[str, Resource] = {}
+        self._attempt = 0
+        self._last_failure_log = 0.0
+        self._final_deadline = 0.0
+        self.cursor = 0
+        self.exported = 0
+        self.failures = 0
+        self.lease_held = False
+        #: Age in seconds of the oldest record not yet exported; 0 = caught up; None = not known yet.
+        self.lag_seconds: float | None = None
+        self.last_error: str | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="audit-otlp-export", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """New records were committed (called by the writer after each group commit)."""
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Export what is committed (one attempt per batch, within ``timeout``), then stop."""
+        self._final_deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 1.0)
+        try:
+            self._span_exporter.shutdown()
+        except Exception:  # the exporter's own shutdown must not break ours
+            logger.exception("OTLP span exporter shutdown failed")
+        if self._conn is not None and (self._thread is None or not self._thread.is_alive()):
+            self._conn.close()
+            self._conn = None
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if not self._drain(deadline=None) and not self._stop.is_set():
+                self._stop.wait(self._backoff())
+        self._drain(deadline=self._final_deadline)
+
+    def _backoff(self) -> float:
+        delay = min(self._max_backoff, 0.25 * 2 ** min(self._attempt, 16))
+        return delay * random.uniform(0.8, 1.2)
+
+    def _drain(self, deadline: float | None) -> bool:
+        """Export batches until caught up. False = an attempt failed (back off before the next)."""
+        try:
+            while True:
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                if not self._take_lease():
+                    return True
+                exported = self.export_batch()
+                if exported is None:
+                    return False
+                if exported == 0:
+                    return True
+        except (sqlite3.Error, StoreError) as exc:
+            self._failed(f"audit store: {exc}")
+            return False
+
+    def export_batch(self) -> int | None:
+        """Export the next batch after the cursor: the count exported, 0 = nothing pending, None = failed.
+
+        The caller must hold the lease (``_take_lease``).
+        """
+        conn = self._connection()
+        rows = conn.execute(
+            "SELECT * FROM decisions WHERE id > ? ORDER BY id LIMIT ?", (self.cursor, self._batch_size)
+        ).fetchall()
+        if not rows:
+            self.lag_seconds = 0.0
+            return 0
+        self.lag_seconds = max(0.0, time.time() - rows[0]["time_us"] / 1_000_000)
+        spans = [build_span(record_from_row(row), self._resource(row["gateway_id"])) for row in rows]
+        try:
+            result = self._span_exporter.export(spans)
+        except Exception as exc:  # an exporter bug must not kill the outbox
+            logger.exception("span exporter raised")
+            self._failed(f"exporter raised {type(exc).__name__}: {exc}")
+            return None
+        if result is not SpanExportResult.SUCCESS:
+            self._failed(f"collector did not accept {len(spans)} spans ({self._settings.traces_url or 'exporter'})")
+            return None
+        last_id = int(rows[-1]["id"])
+        if not self._advance(last_id, len(rows)):
+            return 0
+        if self._attempt:
+            logger.warning("OTLP export resumed after %d failed attempts", self._attempt)
+        self._attempt = 0
+        self.last_error = None
+        self.exported += len(rows)
+        if self._on_exported is not None:
+            self._on_exported(len(rows))
+        return len(rows)
+
+    def _failed(self, message: str) -> None:
+        self.failures += 1
+        self._attempt += 1
+        self.last_error = message
+        if self._on_failure is not None:
+            self._on_failure()
+        now = time.monotonic()
+        if now - self._last_failure_log >= 30.0 or self._attempt == 1:
+            self._last_failure_log = now
+            logger.warning("OTLP export failed (attempt %d, records kept, will retry): %s", self._attempt, message)
+
+    # -- the store -----------------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect_maintenance(self._path, self._settings.busy_timeout_seconds)
+        return self._conn
+
+    def _resource(self, gateway_id: str) -> Resource:
+        resource = self._resources.get(gateway_id)
+        if resource is None:
+            resource = self._resources[gateway_id] = span_resource(self._settings.service_name, gateway_id)
+        return resource
+
+    def _take_lease(self) -> bool:
+        """Take or renew the export lease; loads the stored cursor. False = another process exports."""
+        conn = self._connection()
+        now_us = time.time_ns() // 1000
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT cursor, owner, lease_until_us FROM export_state WHERE name = ?", (CURSOR_NAME,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO export_state (name, cursor, owner, lease_until_us, exported, updated_us) "
+                    "VALUES (?, 0, ?, ?, 0, ?)",
+                    (CURSOR_NAME, self._owner, now_us + self._lease_us, now_us),
+                )
+                cursor = 0
+            elif row["owner"] == self._owner or row["lease_until_us"] < now_us:
+                conn.execute(
+                    "UPDATE export_state SET owner = ?, lease_until_us = ? WHERE name = ?",
+                    (self._owner, now_us + self._lease_us, CURSOR_NAME),
+                )
+                cursor = int(row["cursor"])
+            else:
+                conn.execute("COMMIT")
+                self.lease_held = False
+                return False
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.cursor = cursor
+        self.lease_held = True
+        return True
+
+    def _advance(self, last_id: int, count: int) -> bool:
+        now_us = time.time_ns() // 1000
+        changed = self._connection().execute(
+            "UPDATE export_state SET cursor = ?, exported = exported + ?, updated_us = ?, lease_until_us = ? "
+            "WHERE name = ? AND owner = ?",
+            (last_id, count, now_us, now_us + self._lease_us, CURSOR_NAME, self._owner),
+        ).rowcount
+        if changed != 1:
+            logger.warning("OTLP export lease lost to another process; it will export from its cursor")
+            self.lease_held = False
+            return False
+        self.cursor = last_id
+        return True

@@ -1,0 +1,69 @@
+"""W3C Trace Context (``traceparent``) for the ``authz.decision`` span.
+
+The gateway joins the caller's trace when its ``traceparent`` is valid, else starts a new one. The
+caller's sampling flag is ignored on purpose: every decision is exported (the span is built from the
+audit store, not by a sampler), so toward the upstream we always send flags ``01`` with our decision
+span as the parent. An invalid header (wrong shape, upper-case hex, all-zero ids, version ``ff``) is
+treated as absent, as the specification requires.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+_random = random.Random()
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def new_trace_id() -> str:
+    """32 lower-case hex digits, never all zero."""
+    while True:
+        value = _random.getrandbits(128)
+        if value:
+            return f"{value:032x}"
+
+
+def new_span_id() -> str:
+    """16 lower-case hex digits, never all zero."""
+    while True:
+        value = _random.getrandbits(64)
+        if value:
+            return f"{value:016x}"
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
+
+
+def parse_traceparent_strict(value: str | None) -> tuple[str, str, int] | None:
+    """``(trace_id, parent_span_id, flags)`` of a valid header, else None."""
+    if not value:
+        return None
+    match = _TRACEPARENT.fullmatch(value.strip(" \t"))
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    # Version 00 has exactly four fields; a later version may append more after another dash.
+    if version == "ff" or (version == "00" and rest is not None):
+        return None
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return trace_id, span_id, int(flags, 16)
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str]:
+    """``(trace_id, parent_span_id)`` to use for this request.
+
+    A valid header gives the caller's trace id and span id (the parent of our span); a missing or
+    invalid one gives a new trace id and no parent ("").
+    """
+    parsed = parse_traceparent_strict(value)
+    if parsed is None:
+        return new_trace_id(), ""
+    return parsed[0], parsed[1]
+
+
+def format_traceparent(trace_id: str, span_id: str) -> str:
+    """The ``traceparent`` to send upstream: our span as the parent, always sampled (flags 01)."""
+    return f"00-{trace_id}-{span_id}-01"

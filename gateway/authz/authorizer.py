@@ -1,0 +1,407 @@
+"""The authorizer the request path calls: match, check the request's inputs, resolve facts, decide, mask."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from typing import Any
+
+from adapters.pathnorm import PathRejected, normalise_path
+from adapters.routemap import LiftRule, RouteMatch
+from gateway.authz.decision import (
+    DEFAULT_DENY,
+    Decision,
+    Verdict,
+    default_deny_reason,
+    fail_closed_reason,
+)
+from gateway.authz.engine import PolicyEngine
+from gateway.authz.errors import PolicyError, ResolverError
+from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
+from gateway.authz.manifests import RECIPIENT
+from gateway.authz.masking import apply_masks
+from gateway.authz.resolvers import Resolvers
+from gateway.authz.settings import AuthzSettings
+from gateway.identity.principal import Principal
+
+logger = logging.getLogger("gateway.authz")
+
+CONSENT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}")
+MAX_PURPOSE_LENGTH = 128
+
+
+def unmapped_reasons() -> list[dict[str, str]]:
+    return [
+        {
+            "policy": DEFAULT_DENY,
+            "source": "route maps",
+            "clause": "No route of the route maps matches this method and path; unmapped requests are denied.",
+        }
+    ]
+
+
+class InvalidInput(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[str, str], ...]:
+    """The lifted ``(name, value)`` pairs; ``InvalidInput`` for a malformed body or field."""
+    if not rules:
+        return ()
+    document: Any = None
+    if body:
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidInput("bad_body", "the request body is not valid JSON") from None
+    lifted: list[tuple[str, str]] = []
+    for rule in rules:
+        node: Any = document
+        for token in rule.pointer.tokens:
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                node = None
+                break
+        if node is None:
+            if rule.required:
+                raise InvalidInput("bad_body", f"the request body needs {rule.pointer.text}")
+            continue
+        if not isinstance(node, str) or not node.strip() or len(node) > rule.max_length:
+            raise InvalidInput("bad_body", f"{rule.pointer.text} must be a string of 1 to {rule.max_length} characters")
+        value = node.strip()
+        if rule.kind == "email":
+            if not EMAIL.fullmatch(value):
+                raise InvalidInput("bad_body", f"{rule.pointer.text} must be an e-mail address")
+            value = value.casefold()
+        lifted.append((rule.name, value))
+    return tuple(sorted(lifted))
+
+
+class Authorizer:
+    """Decides requests with the current policy bundle; reloads it when its files change.
+
+    ``ready`` is True once a bundle is loaded and the resolvers are started. A reload that fails keeps
+    the last good bundle, sets ``last_error`` (file:line diagnostics) and leaves ``ready`` True: the
+    gateway keeps enforcing the last set that validated.
+    """
+
+    def __init__(self, settings: AuthzSettings, engine: PolicyEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.resolvers = Resolvers(
+            settings.resolver_url,
+            ttl_seconds=settings.resolver_ttl_seconds,
+            timeout_seconds=settings.resolver_timeout_seconds,
+            capacity=settings.resolver_cache_size,
+        )
+        self.last_error: str | None = None
+        self.reloads = 0
+        self._snapshot = engine.files.snapshot()
+        self._watcher: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, settings: AuthzSettings) -> Authorizer:
+        """Load and validate everything; raises ``PolicyError`` (file:line diagnostics) if broken."""
+        return cls(settings, cls._load_engine(settings))
+
+    @staticmethod
+    def _load_engine(settings: AuthzSettings) -> PolicyEngine:
+        engine = PolicyEngine.load(
+            settings.policies_dir,
+            settings.route_maps,
+            decision_cache_size=settings.decision_cache_size,
+            entity_cache_size=settings.entity_cache_size,
+            validate_requests=settings.validate_requests,
+        )
+        for route in engine.routes.routes:
+            if route.max_body_bytes > settings.max_lift_body_bytes:
+                raise PolicyError(
+                    f"{route.source}: route {route.id}: max_body_bytes {route.max_body_bytes} exceeds the "
+                    f"configured limit {settings.max_lift_body_bytes}"
+                )
+        return engine
+
+    async def start(self) -> None:
+        await self.resolvers.start()
+        if self.settings.watch and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="policy-watcher")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        await self.resolvers.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.resolvers.started
+
+    @property
+    def policy_hash(self) -> str:
+        return self.engine.policy_hash
+
+    def reload(self) -> bool:
+        """Load the files again; on success swap the bundle (and its caches), else keep the old one."""
+        snapshot = self.engine.files.snapshot()
+        try:
+            engine = self._load_engine(self.settings)
+        except (PolicyError, OSError, ValueError) as exc:
+            self._snapshot = snapshot
+            self.last_error = str(exc)
+            logger.error("policy reload failed, keeping policy set %s:\n%s", self.engine.policy_hash, exc)
+            return False
+        self._snapshot = snapshot
+        self.engine = engine
+        self.last_error = None
+        self.reloads += 1
+        logger.info("policy set %s loaded (%d policies)", engine.policy_hash, len(engine.policies.policies))
+        return True
+
+    def reload_if_changed(self) -> bool | None:
+        """Reload when a watched file changed: True/False as ``reload``, None when nothing changed."""
+        if self.engine.files.snapshot() == self._snapshot:
+            return None
+        return self.reload()
+
+    async def _watch(self) -> None:
+        interval = max(0.05, self.settings.watch_interval_seconds)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.reload_if_changed()
+            except Exception:  # the watcher must never die
+                logger.exception("policy watcher error")
+
+    # --- the request path -----------------------------------------------------------------------
+
+    def match(self, method: str, path: str, raw_path: bytes | str | None = None) -> RouteMatch | None:
+        """The route for a request, or None (unmapped, or an ambiguous path): deny by default.
+
+        ``raw_path`` is the percent-encoded path as received (ASGI ``raw_path``), which is what the
+        upstream will decode; when given it is what is matched, and the decoded ``path`` must agree
+        with it. Without it, ``path`` itself is taken as the raw path.
+        """
+        if raw_path is None:
+            return self.engine.routes.match(method, path)
+        try:
+            segments = normalise_path(raw_path)
+        except PathRejected:
+            return None
+        if "/" + "/".join(segments) != path:
+            return None  # the server decoded it differently from us: ambiguous, refuse
+        return self.engine.routes.match_segments(method, segments)
+
+    def unmapped_reasons(self) -> list[dict[str, str]]:
+        return unmapped_reasons()
+
+    def unmapped_decision(self, method: str, raw_path: str | bytes) -> Decision:
+        """A ready-made default-deny decision for a request that matched no route."""
+        try:
+            normalise_path(raw_path)
+            reason, detail = "unmapped", f"no route for {method} on this path"
+        except PathRejected as exc:
+            reason, detail = "ambiguous_path", f"the path is not in canonical form: {exc.reason}"
+        return Decision(False, 403, reason, detail, (DEFAULT_DENY,), unmapped_reasons(),
+                        policy_hash=self.engine.policy_hash)  # fmt: skip
+
+    def body_needed(self, match: RouteMatch) -> int:
+        """How many body bytes to buffer for lifting fields (0: stream the body untouched)."""
+        route = match.route
+        return route.max_body_bytes if route.lift else 0
+
+    async def authorize(
+        self,
+        principal: Principal,
+        match: RouteMatch,
+        *,
+        purpose: str | None,
+        recipient: str | None,
+        consent_ref: str | None,
+        body: bytes | None,
+        now: float,
+    ) -> Decision:
+        """Decide one request. Never raises: bad input is a 400 decision, anything else denies (403)."""
+        engine = self.engine
+        route = engine.routes.by_id.get(match.route.id)
+        if route is not match.route:  # the route maps were reloaded since matching
+            rematched = engine.routes.match(match.route.method, match.path)
+            if rematched is None:
+                return self._refuse(engine, match, 403, "unmapped", "no route for this request after a reload",
+                                    purpose, recipient, consent_ref, reasons=unmapped_reasons())  # fmt: skip
+            match = rematched
+            route = match.route
+        try:
+            purpose = self._check_purpose(engine, purpose)
+            recipient = _check_recipient(recipient, "recipient" in route.require)
+            consent_ref = _check_consent_ref(consent_ref, "consent" in route.require)
+            lifted = lift_body(route.lift, body)
+        except InvalidInput as exc:
+            return self._refuse(engine, match, 400, exc.reason, exc.detail, purpose, recipient, consent_ref)
+        tenant = match.tenant or principal.tenant
+        owner = match.owner
+        if owner == "me":
+            owner = principal.id
+        try:
+            tenant_facts, consent, owner = await self._resolve(principal, match, tenant, owner, consent_ref)
+        except ResolverError as exc:
+            logger.warning("resolver failed, denying: %s", exc)
+            return self._refuse(engine, match, 403, "resolver_error", "a fact the decision needs is unavailable",
+                                purpose, recipient, consent_ref,
+                                reasons=[fail_closed_reason(f"{exc}; denied because the decision cannot be made")])  # fmt: skip
+        except Exception:  # fail closed on anything unexpected
+            logger.exception("resolving facts failed, denying")
+            return self._refuse(engine, match, 403, "resolver_error", "a fact the decision needs is unavailable",
+                                purpose, recipient, consent_ref,
+                                reasons=[fail_closed_reason("resolving the facts failed; denied")])  # fmt: skip
+        facts = Facts(
+            principal=principal,
+            route=route,
+            resource_id=match.resource_id,
+            tenant=tenant,
+            owner=owner,
+            purpose=purpose,
+            recipient=recipient,
+            consent=consent,
+            body=lifted,
+            tenant_facts=tenant_facts,
+            time=int(now),
+        )
+        verdict, cached = engine.decide(facts)
+        return self.decision(engine, facts, verdict, cached, consent_ref)
+
+    def mask(self, decision: Decision, body: bytes) -> tuple[bytes, tuple[str, ...]]:
+        """Apply the decision's masks to a JSON body: (masked body, concrete pointers masked).
+
+        Raises ``ValueError`` when the body is not JSON (the caller must not pass it on).
+        """
+        return apply_masks(body, decision.masks)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _check_purpose(self, engine: PolicyEngine, purpose: str | None) -> str:
+        if purpose is None or not purpose.strip():
+            raise InvalidInput("missing_purpose", "X-Purpose is required: the purpose of processing")
+        purpose = purpose.strip()
+        if len(purpose) > MAX_PURPOSE_LENGTH or purpose not in engine.taxonomy.purposes:
+            raise InvalidInput("unknown_purpose", f"X-Purpose {purpose[:MAX_PURPOSE_LENGTH]!r} is not a known purpose")
+        return purpose
+
+    async def _resolve(
+        self, principal: Principal, match: RouteMatch, tenant: str, owner: str | None, consent_ref: str | None
+    ) -> tuple[TenantFacts, ConsentFacts | None, str | None]:
+        resolvers = self.resolvers
+        route = match.route
+        settings = await resolvers.tenant_settings(tenant)
+        optouts = await resolvers.optouts(tenant) if "optouts" in route.resolve and settings is not None else None
+        tenant_facts = TenantFacts(
+            tenant=tenant,
+            known=settings is not None,
+            call_recording_enabled=settings.get("call_recording_enabled") if settings is not None else None,
+            optouts=optouts,
+        )
+        consent = None
+        if consent_ref is not None:
+            consent = await resolvers.consent(consent_ref)
+            if consent is not None and consent.tenant != principal.tenant:
+                consent = None  # a consent recorded in another tenant means nothing here
+        if "consent_owner" in route.resolve:
+            record = await resolvers.consent(match.resource_id) if match.resource_id else None
+            owner = record.subject if record is not None and record.tenant == principal.tenant else None
+        return tenant_facts, consent, owner
+
+    def decision(
+        self, engine: PolicyEngine, facts: Facts, verdict: Verdict, cached: bool, consent_ref: str | None
+    ) -> Decision:
+        route = facts.route
+        return Decision(
+            allowed=verdict.allowed,
+            status=verdict.status,
+            reason=verdict.reason,
+            detail=verdict.detail,
+            policy_ids=verdict.policy_ids,
+            reasons=list(verdict.reasons),
+            masks=verdict.masks,
+            action=route.action,
+            resource_type=route.resource_type,
+            resource_id=facts.resource_id,
+            resource_tenant=facts.tenant,
+            route=route.template,
+            route_id=route.id,
+            categories=route.categories,
+            purpose=facts.purpose,
+            recipient=facts.recipient or "",
+            consent_ref=consent_ref or "",
+            policy_hash=engine.policy_hash,
+            cached=cached,
+        )
+
+    def _refuse(
+        self,
+        engine: PolicyEngine,
+        match: RouteMatch,
+        status: int,
+        reason: str,
+        detail: str,
+        purpose: str | None,
+        recipient: str | None,
+        consent_ref: str | None,
+        reasons: list[dict[str, str]] | None = None,
+    ) -> Decision:
+        if reasons is None:
+            reasons = [{"policy": "request-check", "source": "gateway", "clause": detail}]
+        route = match.route
+        return Decision(
+            allowed=False,
+            status=status,
+            reason=reason,
+            detail=detail,
+            policy_ids=tuple(r["policy"] for r in reasons),
+            reasons=reasons,
+            action=route.action,
+            resource_type=route.resource_type,
+            resource_id=match.resource_id,
+            resource_tenant=match.tenant or "",
+            route=route.template,
+            route_id=route.id,
+            categories=route.categories,
+            purpose=(purpose or "")[:MAX_PURPOSE_LENGTH],
+            recipient=(recipient or "")[:64],
+            consent_ref=(consent_ref or "")[:128],
+            policy_hash=engine.policy_hash,
+        )
+
+
+def _check_recipient(recipient: str | None, required: bool) -> str | None:
+    if recipient is None or not recipient.strip():
+        if required:
+            raise InvalidInput("missing_recipient", "X-Recipient is required on this route: the receiving party")
+        return None
+    value = recipient.strip().lower()
+    if not RECIPIENT.fullmatch(value):
+        raise InvalidInput("bad_recipient", "X-Recipient must be a lower-case identifier such as 'salesforce'")
+    return value
+
+
+def _check_consent_ref(consent_ref: str | None, required: bool) -> str | None:
+    if consent_ref is None or not consent_ref.strip():
+        if required:
+            raise InvalidInput("missing_consent", "X-Consent-Ref is required on this route")
+        return None
+    value = consent_ref.strip()
+    if not CONSENT_REF.fullmatch(value):
+        raise InvalidInput("bad_consent_ref", "X-Consent-Ref must be a consent id")
+    return value

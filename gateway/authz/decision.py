@@ -1,0 +1,97 @@
+"""What the authorizer answers: a decision with its reasons, and the masking plan for the response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.routemap import MaskStyle, Pointer
+from gateway.problem import problem_body
+
+DEFAULT_DENY = "default-deny"
+FAIL_CLOSED = "fail-closed"
+GATEWAY_SOURCE = "gateway"
+
+
+def default_deny_reason() -> dict[str, str]:
+    return {
+        "policy": DEFAULT_DENY,
+        "source": "Cedar default deny",
+        "clause": "No policy permits this request.",
+    }
+
+
+def fail_closed_reason(clause: str) -> dict[str, str]:
+    return {"policy": FAIL_CLOSED, "source": GATEWAY_SOURCE, "clause": clause}
+
+
+@dataclass(frozen=True, slots=True)
+class MaskRule:
+    """Mask the response field(s) at ``pointer`` (``*`` = every array item) in ``style``."""
+
+    pointer: Pointer
+    category: str
+    style: MaskStyle
+    policies: tuple[str, ...]  # the forbidding policies, or ("default-deny",)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The cacheable part of a decision: the same facts always give the same verdict."""
+
+    allowed: bool
+    status: int  # 200, 400 or 403
+    reason: str  # short code: ok, policy, default_deny, missing_purpose, ...
+    detail: str  # human text for the problem document
+    policy_ids: tuple[str, ...] = ()
+    reasons: tuple[dict[str, str], ...] = ()
+    masks: tuple[MaskRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One request's decision, with what the audit record and the problem document need.
+
+    ``reasons`` is the contract's list of ``{"policy", "source", "clause"}``: the determining policies
+    (the permits of an allow, the forbids of a deny), or one ``default-deny`` reason when nothing
+    permitted, or one ``fail-closed`` reason when a fact or the evaluation failed.
+    """
+
+    allowed: bool
+    status: int
+    reason: str
+    detail: str
+    policy_ids: tuple[str, ...]
+    reasons: list[dict[str, str]]
+    masks: tuple[MaskRule, ...] = ()
+    action: str = ""
+    resource_type: str = ""
+    resource_id: str = ""
+    resource_tenant: str = ""
+    route: str = ""  # the route template
+    route_id: str = ""
+    categories: tuple[str, ...] = ()
+    purpose: str = ""
+    recipient: str = ""
+    consent_ref: str = ""
+    policy_hash: str = ""
+    cached: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clauses(self) -> tuple[str, ...]:
+        return tuple(f"{r['source']}: {r['clause']}" for r in self.reasons)
+
+    @property
+    def masked_pointers(self) -> tuple[str, ...]:
+        """The masking plan's pointers (with ``*``), for explanations; the response lists concrete ones."""
+        return tuple(m.pointer.text for m in self.masks)
+
+    def problem(self, decision_id: str) -> tuple[int, bytes]:
+        """The RFC 9457 problem document for a refusal: (status, body)."""
+        extra: dict[str, Any] = {"decision_id": decision_id}
+        if self.status == 403:
+            extra["reasons"] = self.reasons
+            return 403, problem_body(403, self.detail or "the request is not permitted by policy", **extra)
+        extra["reason"] = self.reason
+        return self.status, problem_body(self.status, self.detail, **extra)

@@ -1,0 +1,333 @@
+"""The policy engine: one loaded, validated policy bundle and the decisions made with it.
+
+A bundle is everything a decision depends on besides the request: schema, policies (sliced),
+taxonomy, manifests and route maps. It is immutable; a reload builds a new bundle (with new, empty
+caches) and swaps it in, so a decision never mixes two policy versions and caches need no
+invalidation.
+
+``decide`` is synchronous and pure over its ``Facts``: the authorizer resolves facts first (async,
+over HTTP) and the policy tests and ``policy explain`` pass them inline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cedarpy
+
+from adapters.routemap import Route, RouteMapError, RouteTable
+from gateway.authz.cedarsource import SchemaShape, schema_shape
+from gateway.authz.decision import (
+    DEFAULT_DENY,
+    MaskRule,
+    Verdict,
+    default_deny_reason,
+    fail_closed_reason,
+)
+from gateway.authz.entities import EntityBuilder, context_json, field_requests, request_dict
+from gateway.authz.errors import PolicyError
+from gateway.authz.facts import Facts
+from gateway.authz.lru import LRU
+from gateway.authz.manifests import Manifests, load_manifests
+from gateway.authz.policyset import LoadedPolicies, PolicyIndex, Slice, load_policies
+from gateway.authz.taxonomy import Taxonomy, load_taxonomy
+from gateway.identity.principal import Principal
+
+logger = logging.getLogger("gateway.authz")
+
+SCHEMA_FILE = "schema.cedarschema"
+FIELD_ACTION = "read_field"
+FIELD_RESOURCE = "DataCategory"
+
+
+@dataclass(frozen=True, slots=True)
+class BundleFiles:
+    """The files a bundle was read from (watched for hot reload)."""
+
+    policies_dir: Path
+    route_maps: tuple[Path, ...]
+
+    def snapshot(self) -> dict[str, float]:
+        """Path -> modification time of every input file (a missing file shows as -1)."""
+        paths: list[Path] = [self.policies_dir / SCHEMA_FILE, *self.route_maps]
+        for pattern in ("*.cedar", "manifests/*.toml", "taxonomy/*"):
+            paths.extend(self.policies_dir.rglob(pattern) if pattern == "*.cedar" else self.policies_dir.glob(pattern))
+        out: dict[str, float] = {}
+        for path in paths:
+            try:
+                out[str(path)] = path.stat().st_mtime_ns / 1e9
+            except OSError:
+                out[str(path)] = -1.0
+        return out
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        *,
+        files: BundleFiles,
+        schema_text: str,
+        schema: cedarpy.Schema,
+        policies: LoadedPolicies,
+        taxonomy: Taxonomy,
+        manifests: Manifests,
+        routes: RouteTable,
+        digest: str,
+        decision_cache_size: int,
+        entity_cache_size: int,
+        validate_requests: bool,
+    ) -> None:
+        self.files = files
+        self.schema_text = schema_text
+        self.schema = schema
+        self.policies = policies
+        self.taxonomy = taxonomy
+        self.manifests = manifests
+        self.routes = routes
+        self.policy_hash = digest
+        self.index = PolicyIndex(policies)
+        self.entities = EntityBuilder(manifests)
+        self.decisions: LRU[tuple[object, ...], Verdict] = LRU(decision_cache_size)
+        self.entity_handles: LRU[tuple[object, ...], cedarpy.Entities] = LRU(entity_cache_size)
+        self.field_decisions: LRU[tuple[object, ...], tuple[str, tuple[str, ...] | None]] = LRU(decision_cache_size)
+        self.validate_requests = validate_requests
+        self._request_schema = schema if validate_requests else None
+
+    # --- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        policies_dir: str | Path,
+        route_maps: Sequence[str | Path],
+        *,
+        decision_cache_size: int = 65536,
+        entity_cache_size: int = 16384,
+        validate_requests: bool = False,
+    ) -> PolicyEngine:
+        """Read and check everything; ``PolicyError`` with every ``file:line`` diagnostic on failure."""
+        directory = Path(policies_dir)
+        files = BundleFiles(directory, tuple(Path(p) for p in route_maps))
+        schema_path = directory / SCHEMA_FILE
+        try:
+            schema_text = schema_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{schema_path}:1: cannot read the schema: {exc}") from None
+        try:
+            schema = cedarpy.Schema.from_str(schema_text)
+        except ValueError as exc:
+            raise PolicyError(f"{schema_path}:{_schema_error_line(schema_text, str(exc))}: {exc}") from None
+        shape = schema_shape(schema_text)
+        taxonomy = load_taxonomy(directory / "taxonomy")
+        manifests = load_manifests(directory / "manifests", taxonomy)
+        policies = load_policies(directory, schema, shape)
+        try:
+            routes = RouteTable.load(files.route_maps)
+        except (RouteMapError, OSError) as exc:
+            raise PolicyError(str(exc)) from None
+        _check_routes(routes, taxonomy, shape)
+        digest = hashlib.sha256()
+        digest.update(schema_text.encode())
+        digest.update(policies.digest.encode())
+        for path in [*sorted((directory / "taxonomy").glob("*")), *manifests.files, *files.route_maps]:
+            digest.update(str(path).encode() + b"\0" + Path(path).read_bytes())
+        engine = cls(
+            files=files,
+            schema_text=schema_text,
+            schema=schema,
+            policies=policies,
+            taxonomy=taxonomy,
+            manifests=manifests,
+            routes=routes,
+            digest=digest.hexdigest()[:16],
+            decision_cache_size=decision_cache_size,
+            entity_cache_size=entity_cache_size,
+            validate_requests=validate_requests,
+        )
+        engine._check_route_entities()
+        return engine
+
+    def _check_route_entities(self) -> None:
+        """Build every route's static entities now: errors surface at load, not per request."""
+        problems: list[str] = []
+        for route in self.routes.routes:
+            try:
+                static = self.entities.route_entities(route)
+                if static.field_category_entities:
+                    cedarpy.Entities.from_json_str("[" + static.field_category_entities + "]", self.schema)
+            except (ValueError, KeyError) as exc:
+                problems.append(f"{route.source}: route {route.id}: {exc}")
+        if problems:
+            raise PolicyError(*problems)
+
+    # --- deciding -------------------------------------------------------------------------------
+
+    def decide(self, facts: Facts) -> tuple[Verdict, bool]:
+        """The verdict for ``facts`` and whether it came from the cache. Never raises: errors deny."""
+        try:
+            return self._decide(facts)
+        except Exception as exc:  # fail closed on anything unexpected
+            logger.exception("policy evaluation failed")
+            reason = fail_closed_reason(f"evaluation failed: {type(exc).__name__}")
+            return Verdict(False, 403, "evaluation_error", "the policy evaluation failed; denied", (), (reason,)), False
+
+    def _decide(self, facts: Facts) -> tuple[Verdict, bool]:
+        route = facts.route
+        principal = facts.principal
+        principal_type = "User" if principal.kind == "user" else "App"
+        main = self.index.slice(route.action, route.resource_type, principal_type, principal.roles)
+        fields = (
+            self.index.slice(FIELD_ACTION, FIELD_RESOURCE, principal_type, principal.roles) if route.fields else None
+        )
+        uses_time = main.uses_time or (fields is not None and fields.uses_time)
+        # The decision depends on the resource id only if a policy can look at it; otherwise every
+        # record of the route shares one decision (and one entity handle).
+        resource_id = facts.resource_id if main.reads_resource_id else None
+        pkey = principal_key(principal)
+        tkey = facts.tenant_facts.key()
+        key = (pkey, route.id, resource_id, facts.tenant, facts.owner, facts.purpose, facts.recipient,
+               facts.consent, facts.body, tkey, facts.time if uses_time else None)  # fmt: skip
+        cached = self.decisions.get(key)
+        if cached is not None:
+            return cached, True
+        if main.handle is None:  # no policy can apply: Cedar would deny by default
+            verdict = Verdict(False, 403, "default_deny", "no policy permits this request",
+                              (DEFAULT_DENY,), (default_deny_reason(),))  # fmt: skip
+            self.decisions.put(key, verdict)
+            return verdict, False
+        entity_key = (pkey, route.id, resource_id, facts.tenant, facts.owner, facts.purpose, facts.recipient, tkey)
+        entities = self.entity_handles.get(entity_key)
+        if entities is None:
+            # Built with the schema: validates what we built and adds the action hierarchy (groups).
+            entities = cedarpy.Entities.from_json_str(
+                self.entities.entities_json(facts, resource_id if resource_id is not None else ""), self.schema
+            )
+            self.entity_handles.put(entity_key, entities)
+        context = context_json(facts, facts.time)
+        request = request_dict(facts, route.action, resource_id if resource_id is not None else "", context)
+        result = cedarpy.is_authorized(request, main.handle, entities, self._request_schema)
+        verdict = self._interpret(result)
+        if verdict.allowed and fields is not None:
+            field_key = (pkey, facts.purpose, facts.recipient, facts.consent, facts.body, tkey,
+                         facts.time if fields.uses_time else None)  # fmt: skip
+            masks = self._masks(facts, fields, field_key, entities, context)
+            verdict = Verdict(True, 200, "ok", verdict.detail, verdict.policy_ids, verdict.reasons, masks)
+        self.decisions.put(key, verdict)
+        return verdict, False
+
+    def _interpret(self, result: cedarpy.AuthzResult) -> Verdict:
+        diagnostics = result.diagnostics
+        errors = diagnostics.errors
+        if errors or result.decision == cedarpy.Decision.NoDecision:
+            logger.warning("policy evaluation errors (denied): %s", "; ".join(str(e) for e in errors))
+            reasons = tuple(fail_closed_reason(f"evaluation error: {e}") for e in errors[:5])
+            return Verdict(False, 403, "evaluation_error", "a policy could not be evaluated; denied", (),
+                           reasons or (fail_closed_reason("the request could not be evaluated"),))  # fmt: skip
+        by_id = self.policies.by_id
+        ids = tuple(sorted(diagnostics.reasons))
+        if result.allowed:
+            return Verdict(True, 200, "ok", "permitted", ids, tuple(by_id[i].reason() for i in ids))
+        if ids:
+            return Verdict(False, 403, "policy", "forbidden by policy", ids, tuple(by_id[i].reason() for i in ids))
+        return Verdict(False, 403, "default_deny", "no policy permits this request",
+                       (DEFAULT_DENY,), (default_deny_reason(),))  # fmt: skip
+
+    def _masks(
+        self, facts: Facts, fields: Slice, field_key: tuple[object, ...], entities: cedarpy.Entities, context: str
+    ) -> tuple[MaskRule, ...]:
+        """Which of the route's field categories the caller may not see.
+
+        Decided once per distinct category and cached per (principal, purpose, ... , category), so a
+        category already decided for this caller costs a dictionary look-up; the ones still unknown
+        are decided together in one batched Cedar call.
+        """
+        route = facts.route
+        outcome: dict[str, tuple[str, ...] | None] = {}  # category -> denying policies, None = visible
+        unknown: list[str] = []
+        for category in route.field_categories:
+            found = self.field_decisions.get((field_key, category))
+            if found is None:
+                unknown.append(category)
+            else:
+                outcome[category] = found[1]
+        if unknown:
+            if fields.handle is None:
+                decided: list[tuple[str, ...] | None] = [(DEFAULT_DENY,)] * len(unknown)
+            else:
+                results = cedarpy.is_authorized_batch(
+                    field_requests(facts, unknown, context), fields.handle, entities, self._request_schema
+                )
+                decided = [_field_outcome(r) for r in results]
+            for category, denied in zip(unknown, decided, strict=True):
+                outcome[category] = denied
+                self.field_decisions.put((field_key, category), (category, denied))
+        return tuple(
+            MaskRule(rule.pointer, rule.category, rule.mask, denied)
+            for rule in route.fields
+            if (denied := outcome[rule.category]) is not None
+        )
+
+    # --- introspection --------------------------------------------------------------------------
+
+    def route(self, route_id: str) -> Route:
+        return self.routes.by_id[route_id]
+
+    def cache_stats(self) -> dict[str, int]:
+        return {
+            "decisions": len(self.decisions),
+            "decision_hits": self.decisions.hits,
+            "decision_misses": self.decisions.misses,
+            "entity_handles": len(self.entity_handles),
+            "slices": self.index.slice_count,
+        }
+
+
+def _schema_error_line(text: str, message: str) -> int:
+    """Best effort: the first line mentioning the name the error quotes."""
+    for marker in ("`", ": "):
+        if marker in message:
+            name = message.rsplit(marker, 2)[-2 if marker == "`" else -1].strip()
+            if name:
+                for number, line in enumerate(text.splitlines(), 1):
+                    if name in line and not line.lstrip().startswith("//"):
+                        return number
+    return 1
+
+
+def _field_outcome(result: cedarpy.AuthzResult) -> tuple[str, ...] | None:
+    """None when the field may be shown, else the policies that hide it (fail closed on errors)."""
+    if result.diagnostics.errors or result.decision == cedarpy.Decision.NoDecision:
+        return ("fail-closed",)
+    if result.allowed:
+        return None
+    return tuple(sorted(result.diagnostics.reasons)) or (DEFAULT_DENY,)
+
+
+def principal_key(principal: Principal) -> tuple[object, ...]:
+    """What the entities say about a principal (not its token's expiry or client)."""
+    return (principal.kind, principal.id, principal.tenant, principal.roles, principal.scopes)
+
+
+def _check_routes(routes: RouteTable, taxonomy: Taxonomy, shape: SchemaShape) -> None:
+    problems: list[str] = []
+    for route in routes.routes:
+        if route.action not in shape.actions or route.action == FIELD_ACTION:
+            problems.append(f"{route.source}: route {route.id}: action {route.action!r} is not a record action of the schema")
+        if route.resource_type not in shape.type_members:
+            problems.append(f"{route.source}: route {route.id}: resource type {route.resource_type!r} is not in the schema")
+        for category in (*route.categories, *(f.category for f in route.fields)):
+            if category not in taxonomy.categories:
+                problems.append(f"{route.source}: route {route.id}: {category!r} is not a data category of the taxonomy")
+        for rule in route.lift:
+            if rule.name not in LIFTABLE:
+                problems.append(f"{route.source}: route {route.id}: lift {rule.name!r} is not in the schema's context.body ({', '.join(sorted(LIFTABLE))})")
+    if problems:
+        raise PolicyError(*problems)
+
+
+#: Members of ``context.body`` in the schema: a route may lift only these.
+LIFTABLE = frozenset({"email"})

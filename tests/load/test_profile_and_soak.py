@@ -1,0 +1,55 @@
+"""The profile summary, the flame graph and the soak slope, on hand-made samples."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from load.measure.profile import flame_svg, parse_collapsed, summarize
+from load.measure.soak import slope_per_minute, steady_part
+
+RUN = "run (uvicorn/server.py:60);handle (gateway/app.py:100)"
+COLLAPSED = (
+    f"{RUN};authenticate (gateway/identity/authenticator.py:80) 30\n"
+    f"{RUN};authorize (gateway/authz/authorizer.py:50);is_authorized (cedarpy/__init__.py:10) 50\n"
+    f"{RUN} 20\n"
+    "malformed line without count\n"
+)
+
+
+def test_summary_ranks_self_and_total_time() -> None:
+    stacks = parse_collapsed(COLLAPSED)
+    assert len(stacks) == 3
+    text = summarize(stacks, top_n=5)
+    assert text.startswith("100 samples")
+    self_part = text.split("Top 5 by self time")[1].split("Top 5 by total time")[0]
+    assert self_part.strip().splitlines()[1].strip() == "50.0%  is_authorized (cedarpy/__init__.py:10)"
+    total_part = text.split("Top 5 by total time")[1]
+    assert "100.0%  handle (gateway/app.py:100)" in total_part
+    assert "30.0%  gateway/identity/authenticator.py" in text.split("Self time by file:")[1]
+
+
+def test_flame_graph_is_valid_svg_with_one_box_per_frame() -> None:
+    svg = flame_svg(parse_collapsed(COLLAPSED), "title <&>")
+    root = ET.fromstring(svg)
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert "handle (gateway/app.py:100) (100.0%)" in titles
+    assert "is_authorized (cedarpy/__init__.py:10) (50.0%)" in titles
+    assert len(titles) == 5
+    assert "{y" not in svg
+
+
+def test_soak_slope_in_mb_per_minute() -> None:
+    growing = [(float(t), 40.0 + t / 60) for t in range(0, 300, 5)]  # +1 MB per minute
+    assert slope_per_minute(growing) == pytest.approx(1.0)
+    flat = [(float(t), 40.0) for t in range(0, 300, 5)]
+    assert slope_per_minute(flat) == 0.0
+    assert slope_per_minute([(0.0, 1.0)]) == 0.0
+
+
+def test_steady_part_drops_the_first_fifth() -> None:
+    samples = [(float(t), 1.0) for t in range(5, 105, 5)]
+    steady = steady_part(samples)
+    assert steady[0][0] == 20.0
+    assert steady[-1][0] == 100.0
