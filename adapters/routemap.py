@@ -175,7 +175,7 @@ def _str_list(value: Any, what: str) -> list[str]:
 
 
 def _compile_template(template: str, params: Mapping[str, str]) -> tuple[Segment, ...]:
-    if not template.startswith("/") or "//" in template or template.endswith("/") and template != "/":
+    if not template.startswith("/") or "//" in template or (template.endswith("/") and template != "/"):
         raise ValueError(f"path {template!r} must start with '/' and have no empty segment")
     segments: list[Segment] = []
     seen: set[str] = set()
@@ -191,7 +191,9 @@ def _compile_template(template: str, params: Mapping[str, str]) -> tuple[Segment
             source = PARAM_KINDS.get(kind)
             if source is None:
                 if not kind.startswith("re:"):
-                    raise ValueError(f"parameter {{{name}}}: unknown kind {kind!r} (uuid, token, mailbox, re:...)")
+                    raise ValueError(
+                        f"parameter {{{name}}}: unknown kind {kind!r} (uuid, token, mailbox, re:...)"
+                    )
                 source = kind[3:]
             segments.append(Segment(None, name, re.compile(source)))
         else:
@@ -255,10 +257,22 @@ def _lift_rules(raw: Any) -> tuple[LiftRule, ...]:
 
 _ROUTE_KEYS = frozenset(
     {
-        "id", "method", "path", "action", "resource", "tenant", "resource_id", "owner", "categories",
-        "fields", "lift", "max_body_bytes", "require", "resolve",
+        "id",
+        "method",
+        "path",
+        "action",
+        "resource",
+        "tenant",
+        "resource_id",
+        "owner",
+        "categories",
+        "fields",
+        "lift",
+        "max_body_bytes",
+        "require",
+        "resolve",
     }
-)  # fmt: skip
+)
 
 
 def _route(item: Any, params: Mapping[str, str], map_name: str, where: str) -> Route:
@@ -281,8 +295,11 @@ def _route(item: Any, params: Mapping[str, str], map_name: str, where: str) -> R
     names = {s.param for s in segments if s.param}
     tenant = item["tenant"]
     tenant_param = None if tenant == PRINCIPAL_TENANT else tenant
-    for key, value in (("tenant", tenant_param), ("resource_id", item.get("resource_id")),
-                       ("owner", item.get("owner"))):  # fmt: skip
+    for key, value in (
+        ("tenant", tenant_param),
+        ("resource_id", item.get("resource_id")),
+        ("owner", item.get("owner")),
+    ):
         if value is not None and value not in names:
             raise ValueError(f"{key} = {value!r} is not a parameter of {template}")
     categories = _str_list(item.get("categories", []), "categories")
@@ -349,7 +366,11 @@ def load_route_map(path: str | Path) -> list[Route]:
     search_from = 0
     for item in doc.get("route", []):
         route_id = item.get("id") if isinstance(item, dict) else None
-        line = source.line_of(f'"{route_id}"', search_from) if route_id else source.line_of("[[route]]", search_from)
+        line = (
+            source.line_of(f'"{route_id}"', search_from)
+            if route_id
+            else source.line_of("[[route]]", search_from)
+        )
         search_from = max(search_from, line)
         try:
             routes.append(_route(item, params, map_name, f"{path}:{line}"))
@@ -375,7 +396,9 @@ class RouteTable:
         shapes: dict[tuple[str, tuple[str | None, ...]], Route] = {}
         for route in self.routes:
             if route.id in ids:
-                raise RouteMapError(f"{route.source}: route id {route.id!r} also used at {ids[route.id].source}")
+                raise RouteMapError(
+                    f"{route.source}: route id {route.id!r} also used at {ids[route.id].source}"
+                )
             ids[route.id] = route
             shape = (route.method, tuple(s.literal for s in route.segments))
             if shape in shapes:

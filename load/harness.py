@@ -28,10 +28,18 @@ from load.measure import report
 from load.measure.check import check_mix
 from load.measure.mix import Mix, WireRequest, plain_request, realistic_mix, wire_requests, write_lua_requests
 from load.measure.plot import latency_plot
-from load.measure.procs import CpuWatch, RssSampler, Service, ServiceError
+from load.measure.procs import (
+    CpuSample,
+    CpuWatch,
+    RssSampler,
+    Service,
+    ServiceError,
+    parse_cpus,
+    pin_tree,
+)
 from load.measure.stack import Pinning, Stack, TargetSpec, select_targets
 from load.measure.tokens import AUDIENCES, TokenBook, fetch_jwks, issuers
-from load.measure.wrk import WrkError, run_wrk
+from load.measure.wrk import WrkError, WrkResult, run_wrk
 
 LOAD_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = LOAD_DIR / "results"
@@ -50,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--duration", type=float, default=None, help="seconds per 32-connection run (default 5, quick 3)"
     )
     parser.add_argument(
-        "--duration-1c", type=float, default=None, help="seconds per 1-connection run (default 3)"
+        "--duration-1c", type=float, default=None, help="seconds per 1-connection run (default 2)"
     )
     parser.add_argument(
         "--rounds", type=int, default=None, help="rounds (default 3, quick 1); figures are medians"
@@ -83,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 5.0)
-    args.duration_1c = args.duration_1c if args.duration_1c is not None else (2.0 if args.quick else 3.0)
+    args.duration_1c = args.duration_1c if args.duration_1c is not None else 2.0
     for name in ("rounds", "duration", "duration_1c", "connections"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -121,10 +129,11 @@ class Harness:
     def start(self, spec: TargetSpec) -> Service:
         return self.stack.start_target(spec, self.issuers, AUDIENCES, self.jwks_file)
 
-    def wrk(self, service: Service, scenario_key: str, duration_s: float) -> Any:
-        scenario, connections = scenario_key.split("@")
+    def wrk(self, service: Service, scenario_key: str, duration_s: float) -> WrkResult:
+        scenario, _, rest = scenario_key.partition("@")
+        connections = int(rest.partition("/")[0])
         return run_wrk(
-            service.url, self.request_files[scenario], int(connections), duration_s, cpu=self.pinning.load_cpu
+            service.url, self.request_files[scenario], connections, duration_s, cpu=self.pinning.load_cpu
         )
 
     def close(self) -> None:
@@ -133,6 +142,10 @@ class Harness:
 
 def scenario_keys(spec: TargetSpec, connections: int) -> list[str]:
     return [k.replace("@32", f"@{connections}") for k in spec.scenarios]
+
+
+def _is_one_connection(key: str) -> bool:
+    return key.partition("@")[2].partition("/")[0] == "1"
 
 
 def compare(args: argparse.Namespace, harness: Harness, command: str) -> int:
@@ -156,7 +169,7 @@ def compare(args: argparse.Namespace, harness: Harness, command: str) -> int:
 
     runnable = [s for s in specs if s.name in services]
     per_round = sum(
-        (args.duration if not k.endswith("@1") else args.duration_1c) + 0.3
+        (args.duration_1c if _is_one_connection(k) else args.duration) + 0.3
         for s in runnable
         for k in scenario_keys(s, args.connections)
     )
@@ -177,15 +190,21 @@ def compare(args: argparse.Namespace, harness: Harness, command: str) -> int:
                 continue
             with RssSampler(service.pid, workers=spec.workers) as sampler:
                 for key in scenario_keys(spec, args.connections):
-                    duration = args.duration_1c if key.endswith("@1") else args.duration
+                    duration = args.duration_1c if _is_one_connection(key) else args.duration
                     measured = _measure(harness, service, spec, key, duration, args.retry_noisy)
                     if measured is None:
                         continue
-                    outcome, shares = measured
-                    result.add(key.replace(f"@{args.connections}", "@32"), outcome, shares)
+                    outcome, cpu = measured
+                    result.add(key.replace(f"@{args.connections}", "@32"), outcome, cpu)
                     _say(
                         f"round {round_number} {spec.name:16s} {key:9s} {outcome.rps:9,.0f} req/s  "
-                        f"p50 {outcome.latency_us['p50']:7.0f} us  p99 {outcome.latency_us['p99']:7.0f} us"
+                        f"p50 {outcome.latency_us['p50']:7.0f} us  p99 {outcome.latency_us['p99']:7.0f} us  "
+                        f"CPU {cpu.per_request_us(outcome.requests)[0]:5.0f} us/req"
+                        + (
+                            f"  (others on its CPU {cpu.foreign_share:.0%})"
+                            if cpu.foreign_share > 0.05
+                            else ""
+                        )
                         + (f"  non-2xx {outcome.non_2xx_share:.0%}" if outcome.errors.get("status") else "")
                         + (f"  socket errors {outcome.socket_errors}" if outcome.socket_errors else "")
                     )
@@ -218,26 +237,34 @@ def write_outputs(
 
 def _measure(
     harness: Harness, service: Service, spec: TargetSpec, key: str, duration_s: float, retries: int
-) -> tuple[Any, tuple[float, float]] | None:
+) -> tuple[WrkResult, CpuSample] | None:
     """One run; redone (at most ``retries`` times) while other processes took a large share of the
     proxy's CPU, keeping the quietest attempt."""
-    best: tuple[Any, tuple[float, float]] | None = None
+    best: tuple[WrkResult, CpuSample] | None = None
+    same_cpu = key.endswith("/same-cpu") and harness.pinning.load_cpu is not None
+    own_cpu = None if same_cpu else _own_cpu(harness.pinning, spec)
     for attempt in range(retries + 1):
-        with CpuWatch(service.pid, _own_cpu(harness.pinning, spec)) as cpu:
-            outcome = _try_wrk(harness, service, key, duration_s)
+        if same_cpu:
+            pin_tree(service.pid, parse_cpus(str(harness.pinning.load_cpu)))
+        try:
+            with CpuWatch(service.pid, own_cpu) as watch:
+                outcome = _try_wrk(harness, service, key, duration_s)
+        finally:
+            if same_cpu:
+                pin_tree(service.pid, parse_cpus(_target_cpus(harness.pinning, spec)))
         if outcome is None:
             return best
-        shares = (cpu.target_share, cpu.foreign_share)
-        if best is None or shares[1] < best[1][1]:
-            best = (outcome, shares)
-        if shares[1] <= RETRY_FOREIGN_CPU:
+        sample = watch.sample
+        if best is None or sample.foreign_share < best[1].foreign_share:
+            best = (outcome, sample)
+        if sample.foreign_share <= RETRY_FOREIGN_CPU:
             break
         if attempt < retries:
-            _say(f"{spec.name} {key}: other processes took {shares[1]:.0%} of its CPU; running it again")
+            _say(f"{spec.name} {key}: other processes took {sample.foreign_share:.0%} of its CPU; once more")
     return best
 
 
-def _try_wrk(harness: Harness, service: Service, key: str, duration_s: float) -> Any:
+def _try_wrk(harness: Harness, service: Service, key: str, duration_s: float) -> WrkResult | None:
     try:
         return harness.wrk(service, key, duration_s)
     except WrkError as exc:
@@ -247,6 +274,13 @@ def _try_wrk(harness: Harness, service: Service, key: str, duration_s: float) ->
 
 def _tree_total(sampler: RssSampler) -> int:
     return max((sum(sample.values()) for _, sample in sampler.samples), default=0)
+
+
+def _target_cpus(pinning: Pinning, spec: TargetSpec) -> str:
+    """The CPU list a target normally runs on (what the same-cpu runs restore)."""
+    if spec.workers > 1:
+        return str(pinning.all_cpus)
+    return str(pinning.proxy_cpu)
 
 
 def _own_cpu(pinning: Pinning, spec: TargetSpec) -> int | None:

@@ -139,7 +139,10 @@ def clickhouse_count(
     if per is not None and per not in BUCKETS:
         raise QueryError(f"per must be day or hour, not {per!r}")
     key_attribute = _DIMENSION_ATTRIBUTES[by]
-    conditions = "\n  AND ".join(_where(flt))
+    where = _where(flt)
+    if by == "purpose":
+        where.append(f"{_a(attr.PURPOSE)} != ''")  # like the SQLite term table: no purpose, no count
+    conditions = "\n  AND ".join(where)
     if key_attribute in _LIST_ATTRIBUTES:
         key = f"arrayJoin({_list(key_attribute)})"
     elif by == "status":

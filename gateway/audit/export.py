@@ -118,6 +118,19 @@ class OutboxExporter:
             if not self._drain(deadline=None) and not self._stop.is_set():
                 self._stop.wait(self._backoff())
         self._drain(deadline=self._final_deadline)
+        self._release_lease()
+
+    def _release_lease(self) -> None:
+        """Let another process (or this gateway after a restart) take over at once."""
+        if not self.lease_held or self._conn is None:
+            return
+        try:
+            self._conn.execute(
+                "UPDATE export_state SET lease_until_us = 0 WHERE name = ? AND owner = ?", (CURSOR_NAME, self._owner)
+            )
+        except sqlite3.Error as exc:
+            logger.warning("could not release the OTLP export lease: %s", exc)
+        self.lease_held = False
 
     def _backoff(self) -> float:
         delay = min(self._max_backoff, 0.25 * 2 ** min(self._attempt, 16))

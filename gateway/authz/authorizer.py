@@ -7,15 +7,16 @@ import contextlib
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.pathnorm import PathRejected, normalise_path
-from adapters.routemap import LiftRule, RouteMatch
+from adapters.routemap import LiftRule, Route, RouteMatch
 from gateway.authz.decision import (
     DEFAULT_DENY,
+    GATEWAY_SOURCE,
     Decision,
     Verdict,
-    default_deny_reason,
     fail_closed_reason,
 )
 from gateway.authz.engine import PolicyEngine
@@ -39,7 +40,8 @@ def unmapped_reasons() -> list[dict[str, str]]:
         {
             "policy": DEFAULT_DENY,
             "source": "route maps",
-            "clause": "No route of the route maps matches this method and path; unmapped requests are denied.",
+            "clause": "No route of the route maps matches this method and path; "
+            "unmapped requests are denied.",
         }
     ]
 
@@ -77,7 +79,9 @@ def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[st
                 raise InvalidInput("bad_body", f"the request body needs {rule.pointer.text}")
             continue
         if not isinstance(node, str) or not node.strip() or len(node) > rule.max_length:
-            raise InvalidInput("bad_body", f"{rule.pointer.text} must be a string of 1 to {rule.max_length} characters")
+            raise InvalidInput(
+                "bad_body", f"{rule.pointer.text} must be a string of 1 to {rule.max_length} characters"
+            )
         value = node.strip()
         if rule.kind == "email":
             if not EMAIL.fullmatch(value):
@@ -85,6 +89,101 @@ def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[st
             value = value.casefold()
         lifted.append((rule.name, value))
     return tuple(sorted(lifted))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedInputs:
+    purpose: str
+    recipient: str | None
+    consent_ref: str | None
+    body: tuple[tuple[str, str], ...]
+
+
+def check_inputs(
+    engine: PolicyEngine,
+    route: Route,
+    purpose: str | None,
+    recipient: str | None,
+    consent_ref: str | None,
+    body: bytes | None,
+) -> CheckedInputs:
+    """The request's headers and lifted body, checked and normalised; ``InvalidInput`` (a 400) if not."""
+    if purpose is None or not purpose.strip():
+        raise InvalidInput("missing_purpose", "X-Purpose is required: the purpose of processing")
+    purpose = purpose.strip()
+    if len(purpose) > MAX_PURPOSE_LENGTH or purpose not in engine.taxonomy.purposes:
+        raise InvalidInput(
+            "unknown_purpose", f"X-Purpose {purpose[:MAX_PURPOSE_LENGTH]!r} is not a known purpose"
+        )
+    return CheckedInputs(
+        purpose=purpose,
+        recipient=_check_recipient(recipient, "recipient" in route.require),
+        consent_ref=_check_consent_ref(consent_ref, "consent" in route.require),
+        body=lift_body(route.lift, body),
+    )
+
+
+def make_decision(
+    engine: PolicyEngine, facts: Facts, verdict: Verdict, cached: bool, consent_ref: str | None
+) -> Decision:
+    route = facts.route
+    return Decision(
+        allowed=verdict.allowed,
+        status=verdict.status,
+        reason=verdict.reason,
+        detail=verdict.detail,
+        policy_ids=verdict.policy_ids,
+        reasons=list(verdict.reasons),
+        masks=verdict.masks,
+        action=route.action,
+        resource_type=route.resource_type,
+        resource_id=facts.resource_id,
+        resource_tenant=facts.tenant,
+        route=route.template,
+        route_id=route.id,
+        categories=route.categories,
+        purpose=facts.purpose,
+        recipient=facts.recipient or "",
+        consent_ref=consent_ref or "",
+        policy_hash=engine.policy_hash,
+        cached=cached,
+    )
+
+
+def refusal(
+    engine: PolicyEngine,
+    match: RouteMatch,
+    status: int,
+    reason: str,
+    detail: str,
+    purpose: str | None,
+    recipient: str | None,
+    consent_ref: str | None,
+    reasons: list[dict[str, str]] | None = None,
+) -> Decision:
+    """A decision made before Cedar was asked: bad input (400) or a fact that could not be had (403)."""
+    if reasons is None:
+        reasons = [{"policy": "request-check", "source": GATEWAY_SOURCE, "clause": detail}]
+    route = match.route
+    return Decision(
+        allowed=False,
+        status=status,
+        reason=reason,
+        detail=detail,
+        policy_ids=tuple(r["policy"] for r in reasons),
+        reasons=reasons,
+        action=route.action,
+        resource_type=route.resource_type,
+        resource_id=match.resource_id,
+        resource_tenant=match.tenant or "",
+        route=route.template,
+        route_id=route.id,
+        categories=route.categories,
+        purpose=(purpose or "")[:MAX_PURPOSE_LENGTH],
+        recipient=(recipient or "")[:64],
+        consent_ref=(consent_ref or "")[:128],
+        policy_hash=engine.policy_hash,
+    )
 
 
 class Authorizer:
@@ -215,8 +314,15 @@ class Authorizer:
             reason, detail = "unmapped", f"no route for {method} on this path"
         except PathRejected as exc:
             reason, detail = "ambiguous_path", f"the path is not in canonical form: {exc.reason}"
-        return Decision(False, 403, reason, detail, (DEFAULT_DENY,), unmapped_reasons(),
-                        policy_hash=self.engine.policy_hash)  # fmt: skip
+        return Decision(
+            False,
+            403,
+            reason,
+            detail,
+            (DEFAULT_DENY,),
+            unmapped_reasons(),
+            policy_hash=self.engine.policy_hash,
+        )
 
     def body_needed(self, match: RouteMatch) -> int:
         """How many body bytes to buffer for lifting fields (0: stream the body untouched)."""
@@ -240,17 +346,24 @@ class Authorizer:
         if route is not match.route:  # the route maps were reloaded since matching
             rematched = engine.routes.match(match.route.method, match.path)
             if rematched is None:
-                return self._refuse(engine, match, 403, "unmapped", "no route for this request after a reload",
-                                    purpose, recipient, consent_ref, reasons=unmapped_reasons())  # fmt: skip
+                return refusal(
+                    engine,
+                    match,
+                    403,
+                    "unmapped",
+                    "no route for this request after a reload",
+                    purpose,
+                    recipient,
+                    consent_ref,
+                    reasons=unmapped_reasons(),
+                )
             match = rematched
             route = match.route
         try:
-            purpose = self._check_purpose(engine, purpose)
-            recipient = _check_recipient(recipient, "recipient" in route.require)
-            consent_ref = _check_consent_ref(consent_ref, "consent" in route.require)
-            lifted = lift_body(route.lift, body)
+            inputs = check_inputs(engine, route, purpose, recipient, consent_ref, body)
         except InvalidInput as exc:
-            return self._refuse(engine, match, 400, exc.reason, exc.detail, purpose, recipient, consent_ref)
+            return refusal(engine, match, 400, exc.reason, exc.detail, purpose, recipient, consent_ref)
+        purpose, recipient, consent_ref = inputs.purpose, inputs.recipient, inputs.consent_ref
         tenant = match.tenant or principal.tenant
         owner = match.owner
         if owner == "me":
@@ -259,14 +372,30 @@ class Authorizer:
             tenant_facts, consent, owner = await self._resolve(principal, match, tenant, owner, consent_ref)
         except ResolverError as exc:
             logger.warning("resolver failed, denying: %s", exc)
-            return self._refuse(engine, match, 403, "resolver_error", "a fact the decision needs is unavailable",
-                                purpose, recipient, consent_ref,
-                                reasons=[fail_closed_reason(f"{exc}; denied because the decision cannot be made")])  # fmt: skip
+            return refusal(
+                engine,
+                match,
+                403,
+                "resolver_error",
+                "a fact the decision needs is unavailable",
+                purpose,
+                recipient,
+                consent_ref,
+                reasons=[fail_closed_reason(f"{exc}; denied because the decision cannot be made")],
+            )
         except Exception:  # fail closed on anything unexpected
             logger.exception("resolving facts failed, denying")
-            return self._refuse(engine, match, 403, "resolver_error", "a fact the decision needs is unavailable",
-                                purpose, recipient, consent_ref,
-                                reasons=[fail_closed_reason("resolving the facts failed; denied")])  # fmt: skip
+            return refusal(
+                engine,
+                match,
+                403,
+                "resolver_error",
+                "a fact the decision needs is unavailable",
+                purpose,
+                recipient,
+                consent_ref,
+                reasons=[fail_closed_reason("resolving the facts failed; denied")],
+            )
         facts = Facts(
             principal=principal,
             route=route,
@@ -276,12 +405,12 @@ class Authorizer:
             purpose=purpose,
             recipient=recipient,
             consent=consent,
-            body=lifted,
+            body=inputs.body,
             tenant_facts=tenant_facts,
             time=int(now),
         )
         verdict, cached = engine.decide(facts)
-        return self.decision(engine, facts, verdict, cached, consent_ref)
+        return make_decision(engine, facts, verdict, cached, consent_ref)
 
     def mask(self, decision: Decision, body: bytes) -> tuple[bytes, tuple[str, ...]]:
         """Apply the decision's masks to a JSON body: (masked body, concrete pointers masked).
@@ -292,21 +421,15 @@ class Authorizer:
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _check_purpose(self, engine: PolicyEngine, purpose: str | None) -> str:
-        if purpose is None or not purpose.strip():
-            raise InvalidInput("missing_purpose", "X-Purpose is required: the purpose of processing")
-        purpose = purpose.strip()
-        if len(purpose) > MAX_PURPOSE_LENGTH or purpose not in engine.taxonomy.purposes:
-            raise InvalidInput("unknown_purpose", f"X-Purpose {purpose[:MAX_PURPOSE_LENGTH]!r} is not a known purpose")
-        return purpose
-
     async def _resolve(
         self, principal: Principal, match: RouteMatch, tenant: str, owner: str | None, consent_ref: str | None
     ) -> tuple[TenantFacts, ConsentFacts | None, str | None]:
         resolvers = self.resolvers
         route = match.route
         settings = await resolvers.tenant_settings(tenant)
-        optouts = await resolvers.optouts(tenant) if "optouts" in route.resolve and settings is not None else None
+        optouts = (
+            await resolvers.optouts(tenant) if "optouts" in route.resolve and settings is not None else None
+        )
         tenant_facts = TenantFacts(
             tenant=tenant,
             known=settings is not None,
@@ -323,76 +446,19 @@ class Authorizer:
             owner = record.subject if record is not None and record.tenant == principal.tenant else None
         return tenant_facts, consent, owner
 
-    def decision(
-        self, engine: PolicyEngine, facts: Facts, verdict: Verdict, cached: bool, consent_ref: str | None
-    ) -> Decision:
-        route = facts.route
-        return Decision(
-            allowed=verdict.allowed,
-            status=verdict.status,
-            reason=verdict.reason,
-            detail=verdict.detail,
-            policy_ids=verdict.policy_ids,
-            reasons=list(verdict.reasons),
-            masks=verdict.masks,
-            action=route.action,
-            resource_type=route.resource_type,
-            resource_id=facts.resource_id,
-            resource_tenant=facts.tenant,
-            route=route.template,
-            route_id=route.id,
-            categories=route.categories,
-            purpose=facts.purpose,
-            recipient=facts.recipient or "",
-            consent_ref=consent_ref or "",
-            policy_hash=engine.policy_hash,
-            cached=cached,
-        )
-
-    def _refuse(
-        self,
-        engine: PolicyEngine,
-        match: RouteMatch,
-        status: int,
-        reason: str,
-        detail: str,
-        purpose: str | None,
-        recipient: str | None,
-        consent_ref: str | None,
-        reasons: list[dict[str, str]] | None = None,
-    ) -> Decision:
-        if reasons is None:
-            reasons = [{"policy": "request-check", "source": "gateway", "clause": detail}]
-        route = match.route
-        return Decision(
-            allowed=False,
-            status=status,
-            reason=reason,
-            detail=detail,
-            policy_ids=tuple(r["policy"] for r in reasons),
-            reasons=reasons,
-            action=route.action,
-            resource_type=route.resource_type,
-            resource_id=match.resource_id,
-            resource_tenant=match.tenant or "",
-            route=route.template,
-            route_id=route.id,
-            categories=route.categories,
-            purpose=(purpose or "")[:MAX_PURPOSE_LENGTH],
-            recipient=(recipient or "")[:64],
-            consent_ref=(consent_ref or "")[:128],
-            policy_hash=engine.policy_hash,
-        )
-
 
 def _check_recipient(recipient: str | None, required: bool) -> str | None:
     if recipient is None or not recipient.strip():
         if required:
-            raise InvalidInput("missing_recipient", "X-Recipient is required on this route: the receiving party")
+            raise InvalidInput(
+                "missing_recipient", "X-Recipient is required on this route: the receiving party"
+            )
         return None
     value = recipient.strip().lower()
     if not RECIPIENT.fullmatch(value):
-        raise InvalidInput("bad_recipient", "X-Recipient must be a lower-case identifier such as 'salesforce'")
+        raise InvalidInput(
+            "bad_recipient", "X-Recipient must be a lower-case identifier such as 'salesforce'"
+        )
     return value
 
 

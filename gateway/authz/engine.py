@@ -55,7 +55,9 @@ class BundleFiles:
         """Path -> modification time of every input file (a missing file shows as -1)."""
         paths: list[Path] = [self.policies_dir / SCHEMA_FILE, *self.route_maps]
         for pattern in ("*.cedar", "manifests/*.toml", "taxonomy/*"):
-            paths.extend(self.policies_dir.rglob(pattern) if pattern == "*.cedar" else self.policies_dir.glob(pattern))
+            paths.extend(
+                self.policies_dir.rglob(pattern) if pattern == "*.cedar" else self.policies_dir.glob(pattern)
+            )
         out: dict[str, float] = {}
         for path in paths:
             try:
@@ -93,7 +95,13 @@ class PolicyEngine:
         self.entities = EntityBuilder(manifests)
         self.decisions: LRU[tuple[object, ...], Verdict] = LRU(decision_cache_size)
         self.entity_handles: LRU[tuple[object, ...], cedarpy.Entities] = LRU(entity_cache_size)
-        self.field_decisions: LRU[tuple[object, ...], tuple[str, tuple[str, ...] | None]] = LRU(decision_cache_size)
+        # (field key, category) -> (hiding policies or None,); a 1-tuple so a cached "visible" is not a miss
+        self.field_decisions: LRU[tuple[object, ...], tuple[tuple[str, ...] | None]] = LRU(
+            decision_cache_size
+        )
+        self._verdicts: dict[tuple[bool, tuple[str, ...]], Verdict] = {}
+        self.route_slices: LRU[tuple[object, ...], tuple[Slice, Slice | None]] = LRU(4096)
+        self.route_masks: LRU[tuple[object, ...], tuple[MaskRule, ...]] = LRU(decision_cache_size)
         self.validate_requests = validate_requests
         self._request_schema = schema if validate_requests else None
 
@@ -133,8 +141,9 @@ class PolicyEngine:
         digest = hashlib.sha256()
         digest.update(schema_text.encode())
         digest.update(policies.digest.encode())
-        for path in [*sorted((directory / "taxonomy").glob("*")), *manifests.files, *files.route_maps]:
-            digest.update(str(path).encode() + b"\0" + Path(path).read_bytes())
+        inputs: list[Path] = [*sorted((directory / "taxonomy").glob("*")), *map(Path, manifests.files)]
+        for path in [*inputs, *files.route_maps]:
+            digest.update(str(path).encode() + b"\0" + path.read_bytes())
         engine = cls(
             files=files,
             schema_text=schema_text,
@@ -156,9 +165,10 @@ class PolicyEngine:
         problems: list[str] = []
         for route in self.routes.routes:
             try:
-                static = self.entities.route_entities(route)
-                if static.field_category_entities:
-                    cedarpy.Entities.from_json_str("[" + static.field_category_entities + "]", self.schema)
+                self.entities.route_entities(route)
+                if route.field_categories:
+                    entities = ",".join(self.entities.category_entity(c) for c in route.field_categories)
+                    cedarpy.Entities.from_json_str("[" + entities + "]", self.schema)
             except (ValueError, KeyError) as exc:
                 problems.append(f"{route.source}: route {route.id}: {exc}")
         if problems:
@@ -173,103 +183,188 @@ class PolicyEngine:
         except Exception as exc:  # fail closed on anything unexpected
             logger.exception("policy evaluation failed")
             reason = fail_closed_reason(f"evaluation failed: {type(exc).__name__}")
-            return Verdict(False, 403, "evaluation_error", "the policy evaluation failed; denied", (), (reason,)), False
+            return Verdict(
+                False, 403, "evaluation_error", "the policy evaluation failed; denied", (), (reason,)
+            ), False
 
     def _decide(self, facts: Facts) -> tuple[Verdict, bool]:
         route = facts.route
         principal = facts.principal
-        principal_type = "User" if principal.kind == "user" else "App"
-        main = self.index.slice(route.action, route.resource_type, principal_type, principal.roles)
-        fields = (
-            self.index.slice(FIELD_ACTION, FIELD_RESOURCE, principal_type, principal.roles) if route.fields else None
-        )
+        slices_key = (route.id, principal.kind, principal.roles, facts.purpose)
+        slices = self.route_slices.get(slices_key)
+        if slices is None:
+            slices = self._slices_for(route, principal, facts.purpose)
+            self.route_slices.put(slices_key, slices)
+        main, fields = slices
         uses_time = main.uses_time or (fields is not None and fields.uses_time)
         # The decision depends on the resource id only if a policy can look at it; otherwise every
         # record of the route shares one decision (and one entity handle).
         resource_id = facts.resource_id if main.reads_resource_id else None
         pkey = principal_key(principal)
         tkey = facts.tenant_facts.key()
-        key = (pkey, route.id, resource_id, facts.tenant, facts.owner, facts.purpose, facts.recipient,
-               facts.consent, facts.body, tkey, facts.time if uses_time else None)  # fmt: skip
+        key = (
+            pkey,
+            route.id,
+            resource_id,
+            facts.tenant,
+            facts.owner,
+            facts.purpose,
+            facts.recipient,
+            facts.consent,
+            facts.body,
+            tkey,
+            facts.time if uses_time else None,
+        )
         cached = self.decisions.get(key)
         if cached is not None:
             return cached, True
         if main.handle is None:  # no policy can apply: Cedar would deny by default
-            verdict = Verdict(False, 403, "default_deny", "no policy permits this request",
-                              (DEFAULT_DENY,), (default_deny_reason(),))  # fmt: skip
+            verdict = Verdict(
+                False,
+                403,
+                "default_deny",
+                "no policy permits this request",
+                (DEFAULT_DENY,),
+                (default_deny_reason(),),
+            )
             self.decisions.put(key, verdict)
             return verdict, False
-        entity_key = (pkey, route.id, resource_id, facts.tenant, facts.owner, facts.purpose, facts.recipient, tkey)
+        entity_key = (
+            pkey,
+            route.id,
+            resource_id,
+            facts.tenant,
+            facts.owner,
+            facts.purpose,
+            facts.recipient,
+            tkey,
+        )
         entities = self.entity_handles.get(entity_key)
         if entities is None:
             # Built with the schema: validates what we built and adds the action hierarchy (groups).
             entities = cedarpy.Entities.from_json_str(
-                self.entities.entities_json(facts, resource_id if resource_id is not None else ""), self.schema
+                self.entities.entities_json(facts, resource_id if resource_id is not None else ""),
+                self.schema,
             )
             self.entity_handles.put(entity_key, entities)
-        context = context_json(facts, facts.time)
+        context = context_json(facts, None if self.validate_requests else main.context_attrs)
         request = request_dict(facts, route.action, resource_id if resource_id is not None else "", context)
         result = cedarpy.is_authorized(request, main.handle, entities, self._request_schema)
         verdict = self._interpret(result)
         if verdict.allowed and fields is not None:
-            field_key = (pkey, facts.purpose, facts.recipient, facts.consent, facts.body, tkey,
-                         facts.time if fields.uses_time else None)  # fmt: skip
-            masks = self._masks(facts, fields, field_key, entities, context)
+            field_key = (
+                pkey,
+                facts.purpose,
+                facts.recipient,
+                facts.consent,
+                facts.body,
+                tkey,
+                facts.time if fields.uses_time else None,
+            )
+            masks = self._masks(facts, fields, field_key)
             verdict = Verdict(True, 200, "ok", verdict.detail, verdict.policy_ids, verdict.reasons, masks)
         self.decisions.put(key, verdict)
         return verdict, False
 
+    def _slices_for(self, route: Route, principal: Principal, purpose: str) -> tuple[Slice, Slice | None]:
+        principal_type = "User" if principal.kind == "user" else "App"
+        purposes = frozenset((purpose, *self.taxonomy.purposes.ancestors.get(purpose, ())))
+        categories = self.entities.route_entities(route).category_keys
+        main = self.index.slice(
+            route.action, route.resource_type, principal_type, principal.roles,
+            purpose=purpose, purposes=purposes, categories=categories,
+        )  # fmt: skip
+        fields = None
+        if route.fields:
+            fields = self.index.slice(
+                FIELD_ACTION, FIELD_RESOURCE, principal_type, principal.roles, purpose=purpose, purposes=purposes
+            )
+        return main, fields
+
     def _interpret(self, result: cedarpy.AuthzResult) -> Verdict:
         diagnostics = result.diagnostics
         errors = diagnostics.errors
-        if errors or result.decision == cedarpy.Decision.NoDecision:
+        decision = result.decision
+        if errors or decision is cedarpy.Decision.NoDecision:
             logger.warning("policy evaluation errors (denied): %s", "; ".join(str(e) for e in errors))
             reasons = tuple(fail_closed_reason(f"evaluation error: {e}") for e in errors[:5])
-            return Verdict(False, 403, "evaluation_error", "a policy could not be evaluated; denied", (),
-                           reasons or (fail_closed_reason("the request could not be evaluated"),))  # fmt: skip
-        by_id = self.policies.by_id
+            return Verdict(
+                False,
+                403,
+                "evaluation_error",
+                "a policy could not be evaluated; denied",
+                (),
+                reasons or (fail_closed_reason("the request could not be evaluated"),),
+            )
+        allowed = decision is cedarpy.Decision.Allow
         ids = tuple(sorted(diagnostics.reasons))
-        if result.allowed:
-            return Verdict(True, 200, "ok", "permitted", ids, tuple(by_id[i].reason() for i in ids))
-        if ids:
-            return Verdict(False, 403, "policy", "forbidden by policy", ids, tuple(by_id[i].reason() for i in ids))
-        return Verdict(False, 403, "default_deny", "no policy permits this request",
-                       (DEFAULT_DENY,), (default_deny_reason(),))  # fmt: skip
+        key = (allowed, ids)
+        verdict = self._verdicts.get(key)  # a handful of distinct outcomes: built once each
+        if verdict is None:
+            by_id = self.policies.by_id
+            if allowed:
+                verdict = Verdict(True, 200, "ok", "permitted", ids, tuple(by_id[i].reason() for i in ids))
+            elif ids:
+                verdict = Verdict(
+                    False, 403, "policy", "forbidden by policy", ids, tuple(by_id[i].reason() for i in ids)
+                )
+            else:
+                verdict = Verdict(
+                    False,
+                    403,
+                    "default_deny",
+                    "no policy permits this request",
+                    (DEFAULT_DENY,),
+                    (default_deny_reason(),),
+                )
+            if len(self._verdicts) < 65536:
+                self._verdicts[key] = verdict
+        return verdict
 
-    def _masks(
-        self, facts: Facts, fields: Slice, field_key: tuple[object, ...], entities: cedarpy.Entities, context: str
-    ) -> tuple[MaskRule, ...]:
-        """Which of the route's field categories the caller may not see.
+    def _masks(self, facts: Facts, fields: Slice, field_key: tuple[object, ...]) -> tuple[MaskRule, ...]:
+        """Which of the route's response fields the caller may not see.
 
-        Decided once per distinct category and cached per (principal, purpose, ... , category), so a
-        category already decided for this caller costs a dictionary look-up; the ones still unknown
-        are decided together in one batched Cedar call.
+        Decided once per distinct field category and cached per (principal, purpose, ..., category),
+        so a category already decided for this caller costs a dictionary look-up, whatever the route;
+        the categories still unknown are decided together in one batched Cedar call over one small
+        entity store (principal, purpose, those categories).
         """
         route = facts.route
-        outcome: dict[str, tuple[str, ...] | None] = {}  # category -> denying policies, None = visible
+        route_key = (field_key, route.id)
+        masks = self.route_masks.get(route_key)
+        if masks is not None:
+            return masks
+        outcome: dict[str, tuple[str, ...] | None] = {}  # category -> hiding policies; None = visible
         unknown: list[str] = []
         for category in route.field_categories:
             found = self.field_decisions.get((field_key, category))
             if found is None:
                 unknown.append(category)
             else:
-                outcome[category] = found[1]
+                outcome[category] = found[0]
         if unknown:
+            decided: list[tuple[str, ...] | None]
             if fields.handle is None:
-                decided: list[tuple[str, ...] | None] = [(DEFAULT_DENY,)] * len(unknown)
+                decided = [(DEFAULT_DENY,)] * len(unknown)
             else:
+                entities = cedarpy.Entities.from_json_str(
+                    self.entities.field_entities_json(facts, unknown), self.schema
+                )
+                context = context_json(facts, None if self.validate_requests else fields.context_attrs)
                 results = cedarpy.is_authorized_batch(
                     field_requests(facts, unknown, context), fields.handle, entities, self._request_schema
                 )
                 decided = [_field_outcome(r) for r in results]
             for category, denied in zip(unknown, decided, strict=True):
                 outcome[category] = denied
-                self.field_decisions.put((field_key, category), (category, denied))
-        return tuple(
+                self.field_decisions.put((field_key, category), (denied,))
+        masks = tuple(
             MaskRule(rule.pointer, rule.category, rule.mask, denied)
             for rule in route.fields
             if (denied := outcome[rule.category]) is not None
         )
+        self.route_masks.put(route_key, masks)
+        return masks
 
     # --- introspection --------------------------------------------------------------------------
 
@@ -316,15 +411,26 @@ def _check_routes(routes: RouteTable, taxonomy: Taxonomy, shape: SchemaShape) ->
     problems: list[str] = []
     for route in routes.routes:
         if route.action not in shape.actions or route.action == FIELD_ACTION:
-            problems.append(f"{route.source}: route {route.id}: action {route.action!r} is not a record action of the schema")
+            problems.append(
+                f"{route.source}: route {route.id}: action {route.action!r} "
+                "is not a record action of the schema"
+            )
         if route.resource_type not in shape.type_members:
-            problems.append(f"{route.source}: route {route.id}: resource type {route.resource_type!r} is not in the schema")
+            problems.append(
+                f"{route.source}: route {route.id}: resource type {route.resource_type!r} "
+                "is not in the schema"
+            )
         for category in (*route.categories, *(f.category for f in route.fields)):
             if category not in taxonomy.categories:
-                problems.append(f"{route.source}: route {route.id}: {category!r} is not a data category of the taxonomy")
+                problems.append(
+                    f"{route.source}: route {route.id}: {category!r} is not a data category of the taxonomy"
+                )
         for rule in route.lift:
             if rule.name not in LIFTABLE:
-                problems.append(f"{route.source}: route {route.id}: lift {rule.name!r} is not in the schema's context.body ({', '.join(sorted(LIFTABLE))})")
+                problems.append(
+                    f"{route.source}: route {route.id}: lift {rule.name!r} is not a member of "
+                    f"the schema's context.body ({', '.join(sorted(LIFTABLE))})"
+                )
     if problems:
         raise PolicyError(*problems)
 

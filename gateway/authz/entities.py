@@ -21,7 +21,14 @@ from gateway.identity.principal import Principal
 
 
 def ref(entity_type: str, entity_id: str) -> dict[str, dict[str, str]]:
+    """An entity reference as a value in the context (explicit ``__entity`` escape)."""
     return {"__entity": {"type": entity_type, "id": entity_id}}
+
+
+def attr_ref(entity_type: str, entity_id: str) -> dict[str, str]:
+    """An entity reference as an entity attribute. Entities are always parsed with the schema, which
+    types the attribute, so the shorter implicit form is used (it parses faster than the escape)."""
+    return {"type": entity_type, "id": entity_id}
 
 
 def uid(entity_type: str, entity_id: str) -> dict[str, str]:
@@ -32,11 +39,11 @@ def uid(entity_type: str, entity_id: str) -> dict[str, str]:
 class RouteEntities:
     """What never changes for a route: its resource attributes and its field categories' entities."""
 
-    categories_attr: list[dict[str, dict[str, str]]]  # the route's categories and their ancestors
-    purposes_attr: list[dict[str, dict[str, str]]]
-    recipients_attr: list[dict[str, dict[str, str]]]
+    category_keys: frozenset[str]  # the route's categories and their ancestors
+    categories_attr: list[dict[str, str]]  # the same, as entity references
+    purposes_attr: list[dict[str, str]]
+    recipients_attr: list[dict[str, str]]
     retention_days: int | None
-    field_category_entities: str  # JSON fragment: DataCategory entities, comma-separated ("" if none)
 
 
 class EntityBuilder:
@@ -78,14 +85,18 @@ class EntityBuilder:
         if found is None:
             facts = self.manifests.category_facts(key)
             attrs: dict[str, object] = {
-                "allowed_purposes": [ref("Purpose", p) for p in facts.purposes],
-                "recipients": [ref("Recipient", r) for r in facts.recipients],
+                "allowed_purposes": [attr_ref("Purpose", p) for p in facts.purposes],
+                "recipients": [attr_ref("Recipient", r) for r in facts.recipients],
             }
             if facts.retention_days is not None:
                 attrs["retention_days"] = facts.retention_days
             ancestors = self.taxonomy.categories.ancestors[key]
             found = json.dumps(
-                {"uid": uid("DataCategory", key), "attrs": attrs, "parents": [uid("DataCategory", a) for a in ancestors]}
+                {
+                    "uid": uid("DataCategory", key),
+                    "attrs": attrs,
+                    "parents": [uid("DataCategory", a) for a in ancestors],
+                }
             )
             self._category_json[key] = found
         return found
@@ -99,11 +110,11 @@ class EntityBuilder:
                 closed.add(key)
                 closed.update(self.taxonomy.categories.ancestors[key])
             found = RouteEntities(
-                categories_attr=[ref("DataCategory", c) for c in sorted(closed)],
-                purposes_attr=[ref("Purpose", p) for p in allowed.purposes],
-                recipients_attr=[ref("Recipient", r) for r in allowed.recipients],
+                category_keys=frozenset(closed),
+                categories_attr=[attr_ref("DataCategory", c) for c in sorted(closed)],
+                purposes_attr=[attr_ref("Purpose", p) for p in allowed.purposes],
+                recipients_attr=[attr_ref("Recipient", r) for r in allowed.recipients],
                 retention_days=allowed.retention_days,
-                field_category_entities=",".join(self.category_entity(c) for c in route.field_categories),
             )
             self._routes[route.id] = found
         return found
@@ -122,20 +133,30 @@ class EntityBuilder:
         ]
         if facts.recipient is not None:
             parts.append(self.recipient_entity(facts.recipient))
-        if static.field_category_entities:
-            parts.append(static.field_category_entities)
+        return "[" + ",".join(parts) + "]"
+
+    def field_entities_json(self, facts: Facts, categories: Iterable[str]) -> str:
+        """The entities of masking decisions: the principal, purpose, recipient and the categories."""
+        parts = [
+            principal_entity(facts.principal),
+            tenant_entity(facts.tenant_facts),
+            self.purpose_entity(facts.purpose),
+        ]
+        if facts.recipient is not None:
+            parts.append(self.recipient_entity(facts.recipient))
+        parts.extend(self.category_entity(c) for c in categories)
         return "[" + ",".join(parts) + "]"
 
     def resource_entity(self, facts: Facts, static: RouteEntities, resource_id: str) -> str:
         attrs: dict[str, object] = {
             "id": resource_id,
-            "tenant": ref("Tenant", facts.tenant),
+            "tenant": attr_ref("Tenant", facts.tenant),
             "categories": static.categories_attr,
             "allowed_purposes": static.purposes_attr,
             "recipients": static.recipients_attr,
         }
         if facts.owner is not None:
-            attrs["owner"] = ref("User", facts.owner)
+            attrs["owner"] = attr_ref("User", facts.owner)
         if static.retention_days is not None:
             attrs["retention_days"] = static.retention_days
         return json.dumps({"uid": uid(facts.route.resource_type, resource_id), "attrs": attrs, "parents": []})
@@ -145,7 +166,7 @@ def principal_entity(principal: Principal) -> str:
     is_user = principal.kind == "user"
     attrs: dict[str, object] = {
         "id": principal.id,
-        "tenant": ref("Tenant", principal.tenant),
+        "tenant": attr_ref("Tenant", principal.tenant),
         "roles": list(principal.roles),
     }
     if is_user:
@@ -180,19 +201,25 @@ def consent_value(consent: ConsentFacts) -> dict[str, object]:
     }
 
 
-def context_json(facts: Facts, time: int) -> str:
-    context: dict[str, object] = {
-        "purpose": ref("Purpose", facts.purpose),
-        "actor_kind": "human" if facts.principal.kind == "user" else "automated",
-        "time": time,
-    }
-    if facts.recipient is not None:
-        context["recipient"] = ref("Recipient", facts.recipient)
-    if facts.consent is not None:
-        context["consent"] = consent_value(facts.consent)
-    if facts.body:
-        context["body"] = dict(facts.body)
-    return json.dumps(context)
+def context_json(facts: Facts, wanted: frozenset[str] | None = None) -> str:
+    """The Cedar context as JSON. ``wanted`` limits it to the attributes the policies read (Cedar
+    parses every attribute on every call); None gives all of them. Written by hand: this runs on
+    every decision-cache miss and ``json.dumps`` of a dict costs more than the string joins."""
+    parts = ['{"purpose":{"__entity":{"type":"Purpose","id":', json.dumps(facts.purpose), "}}"]
+    if wanted is None or "actor_kind" in wanted:
+        parts.append(
+            ',"actor_kind":"human"' if facts.principal.kind == "user" else ',"actor_kind":"automated"'
+        )
+    if wanted is None or "time" in wanted:
+        parts.append(f',"time":{int(facts.time)}')
+    if facts.recipient is not None and (wanted is None or "recipient" in wanted):
+        parts.append(',"recipient":' + json.dumps(ref("Recipient", facts.recipient)))
+    if facts.consent is not None and (wanted is None or "consent" in wanted):
+        parts.append(',"consent":' + json.dumps(consent_value(facts.consent)))
+    if facts.body and (wanted is None or "body" in wanted):
+        parts.append(',"body":' + json.dumps(dict(facts.body)))
+    parts.append("}")
+    return "".join(parts)
 
 
 def principal_uid(principal: Principal) -> dict[str, str]:

@@ -85,7 +85,9 @@ class Manifests:
 
     def minimal_recipients(self, names: Iterable[str]) -> tuple[str, ...]:
         chosen = set(names)
-        return tuple(sorted(r for r in chosen if not any(g in chosen for g in self.recipient_groups.get(r, ()))))
+        return tuple(
+            sorted(r for r in chosen if not any(g in chosen for g in self.recipient_groups.get(r, ())))
+        )
 
     def allowed_for_all(self, categories: Iterable[str]) -> AllowedFacts:
         purposes: frozenset[str] | None = None
@@ -96,7 +98,9 @@ class Manifests:
             purposes = rules.purposes if purposes is None else purposes & rules.purposes
             recipients = rules.recipients if recipients is None else recipients & rules.recipients
             if rules.retention_days is not None:
-                retention = rules.retention_days if retention is None else min(retention, rules.retention_days)
+                retention = (
+                    rules.retention_days if retention is None else min(retention, rules.retention_days)
+                )
         return AllowedFacts(
             self.taxonomy.purposes.minimal(purposes or ()),
             self.minimal_recipients(recipients or ()),
@@ -138,8 +142,14 @@ def load_manifests(directory: Path, taxonomy: Taxonomy) -> Manifests:
             problems.append(f"{path}:1: unknown top-level keys: {', '.join(sorted(unknown))}")
         for name, spec in (doc.get("recipients") or {}).items():
             line = _line_of(lines, f"[recipients.{name}]")
-            if not RECIPIENT.fullmatch(name) or not isinstance(spec, dict) or set(spec) - {"in", "description"}:
-                problems.append(f"{path}:{line}: recipient {name!r}: lower-case name, keys 'in' and 'description'")
+            if (
+                not RECIPIENT.fullmatch(name)
+                or not isinstance(spec, dict)
+                or set(spec) - {"in", "description"}
+            ):
+                problems.append(
+                    f"{path}:{line}: recipient {name!r}: lower-case name, keys 'in' and 'description'"
+                )
                 continue
             try:
                 parents = _strings(spec.get("in", []))
@@ -226,18 +236,22 @@ def load_manifests(directory: Path, taxonomy: Taxonomy) -> Manifests:
     tree = taxonomy.categories
     # Parents before children: ancestors are shorter keys.
     for key in sorted(tree.parents, key=lambda k: len(tree.ancestors[k])):
-        entry = declared.get(key)
-        parent = tree.parents[key]
-        inherited = rules[parent] if parent is not None else CategoryRules(frozenset(), frozenset(), None)
-        if entry is None:
+        declaration = declared.get(key)
+        parent_key = tree.parents[key]
+        inherited = (
+            rules[parent_key] if parent_key is not None else CategoryRules(frozenset(), frozenset(), None)
+        )
+        if declaration is None:
             rules[key] = inherited
             continue
-        own_purposes = taxonomy.purposes.closure(entry.purposes)
-        own_recipients = closure(entry.recipients)
-        if entry.inherit:
+        own_purposes = taxonomy.purposes.closure(declaration.purposes)
+        own_recipients = closure(declaration.recipients)
+        if declaration.inherit:
             own_purposes |= inherited.purposes
             own_recipients |= inherited.recipients
-        retention = entry.retention_days if entry.retention_days is not None else inherited.retention_days
+        retention = (
+            declaration.retention_days if declaration.retention_days is not None else inherited.retention_days
+        )
         rules[key] = CategoryRules(own_purposes, own_recipients, retention)
     return Manifests(
         taxonomy=taxonomy,

@@ -25,8 +25,10 @@ import cedarpy
 from gateway.authz.cedarsource import Chunk, SchemaShape, split_statements
 from gateway.authz.errors import PolicyError
 from gateway.authz.lru import LRU
+from gateway.authz.partial import Known, may_apply
 
 REQUIRED_ANNOTATIONS = ("id", "source", "clause")
+_REASONS: dict[tuple[str, str, str], dict[str, str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,11 @@ class Policy:
         return "time" in self.context_attrs or "*" in self.context_attrs
 
     def reason(self) -> dict[str, str]:
-        return {"policy": self.id, "source": self.source, "clause": self.clause}
+        """The contract's ``{"policy", "source", "clause"}`` for this policy (a shared dict: read only)."""
+        return _REASONS.setdefault(
+            (self.id, self.source, self.clause),
+            {"policy": self.id, "source": self.source, "clause": self.clause},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,7 @@ class Slice:
     handle: cedarpy.PolicySet | None  # None when no policy applies (the answer is default deny)
     uses_time: bool
     reads_resource_id: bool
+    context_attrs: frozenset[str] | None  # what the policies read of the context; None: all of it
 
 
 def _context_attrs(node: Any, found: set[str]) -> None:
@@ -163,20 +170,26 @@ def _condition_roles(expr: Any) -> frozenset[str] | None:
         left, right_roles = _condition_roles(arg.get("left")), _condition_roles(arg.get("right"))
         return None if left is None or right_roles is None else left | right_roles
     if op == "&&":
+        # Each side is a necessary condition on its own; a principal holds several roles, so the two
+        # sets cannot be intersected. Either one is a sound filter: take the narrower.
         left, right_roles = _condition_roles(arg.get("left")), _condition_roles(arg.get("right"))
-        if left is None:
-            return right_roles
-        return left if right_roles is None else left & right_roles
+        return _narrower(left, right_roles)
     return None
+
+
+def _narrower(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if len(a) <= len(b) else b
 
 
 def _narrow_roles(roles: frozenset[str] | None, conditions: Any) -> frozenset[str] | None:
     for condition in conditions or []:
         if condition.get("kind") != "when":
             continue
-        found = _condition_roles(condition.get("body"))
-        if found is not None:
-            roles = found if roles is None else roles & found
+        roles = _narrower(roles, _condition_roles(condition.get("body")))
     return roles
 
 
@@ -185,7 +198,9 @@ def _principal_scope(scope: Mapping[str, Any]) -> tuple[frozenset[str] | None, f
     op = scope.get("op")
     if op == "is":
         target = scope.get("in")
-        roles = frozenset({target["id"]}) if isinstance(target, dict) and target.get("type") == "Role" else None
+        roles = (
+            frozenset({target["id"]}) if isinstance(target, dict) and target.get("type") == "Role" else None
+        )
         return frozenset({scope["entity_type"]}), roles
     if op == "==":
         return frozenset({scope["entity"]["type"]}), None
@@ -248,7 +263,10 @@ def load_policies(directory: Path, schema: cedarpy.Schema, shape: SchemaShape) -
         for policy in file_policies:
             other = by_id.get(policy.id)
             if other is not None:
-                problems.append(f"{policy.file}:{policy.line}: @id {policy.id!r} already used at {other.file}:{other.line}")
+                problems.append(
+                    f"{policy.file}:{policy.line}: @id {policy.id!r} "
+                    f"already used at {other.file}:{other.line}"
+                )
                 continue
             by_id[policy.id] = policy
             policies.append(policy)
@@ -258,7 +276,12 @@ def load_policies(directory: Path, schema: cedarpy.Schema, shape: SchemaShape) -
 
 
 def _load_file(
-    path: Path, text: str, chunks: list[Chunk], schema: cedarpy.Schema, shape: SchemaShape, problems: list[str]
+    path: Path,
+    text: str,
+    chunks: list[Chunk],
+    schema: cedarpy.Schema,
+    shape: SchemaShape,
+    problems: list[str],
 ) -> list[Policy]:
     try:
         est_doc = json.loads(cedarpy.policies_to_json_str(text))
@@ -340,13 +363,23 @@ def build_policy_set(policies: Iterable[Policy]) -> cedarpy.PolicySet:
     )
 
 
+def _union_attrs(policies: Iterable[Policy]) -> frozenset[str] | None:
+    out: set[str] = set()
+    for policy in policies:
+        if "*" in policy.context_attrs:
+            return None
+        out |= policy.context_attrs
+    return frozenset(out)
+
+
 class PolicyIndex:
     """Slices by (action, resource type, principal type, roles), built on first use and kept (bounded).
 
     A policy is left out of a slice only when its scope (or a top-level ``is`` test of its ``when``
     condition) cannot match: another action, another resource type, another principal type, or a
     ``principal in Role::"X"`` scope for a principal that does not hold X (roles are the principal's
-    only parents). Identical subsets share one parsed handle.
+    only parents); or when a condition is settled by the slice's known facts (``partial.py``: the
+    purpose, the route's categories, the roles). Identical subsets share one parsed handle.
     """
 
     def __init__(self, loaded: LoadedPolicies, capacity: int = 4096) -> None:
@@ -354,15 +387,34 @@ class PolicyIndex:
         self._slices: LRU[tuple[object, ...], Slice] = LRU(capacity)
         self._handles: dict[tuple[str, ...], Slice] = {}
 
-    def slice(self, action: str, resource_type: str, principal_type: str, roles: tuple[str, ...]) -> Slice:
-        key = (action, resource_type, principal_type, roles)
+    def slice(
+        self,
+        action: str,
+        resource_type: str,
+        principal_type: str,
+        roles: tuple[str, ...],
+        *,
+        purpose: str | None = None,
+        purposes: frozenset[str] | None = None,
+        categories: frozenset[str] | None = None,
+    ) -> Slice:
+        """The policies that can apply. ``purpose`` (with ``purposes``, itself and its ancestors) and
+        ``categories`` (the route's, with ancestors) narrow further when given."""
+        key = (action, resource_type, principal_type, roles, purpose, categories)
         found = self._slices.get(key)
         if found is None:
-            found = self._build(action, resource_type, principal_type, frozenset(roles))
+            known = Known(action, resource_type, principal_type, frozenset(roles), purposes, categories)
+            found = self._build(known)
             self._slices.put(key, found)
         return found
 
-    def _build(self, action: str, resource_type: str, principal_type: str, roles: frozenset[str]) -> Slice:
+    def _build(self, known: Known) -> Slice:
+        action, resource_type, principal_type, roles = (
+            known.action,
+            known.resource_type,
+            known.principal_type,
+            known.roles,
+        )
         chosen = tuple(
             p
             for p in self.loaded.policies
@@ -370,6 +422,7 @@ class PolicyIndex:
             and (p.resource_types is None or resource_type in p.resource_types)
             and (p.principal_types is None or principal_type in p.principal_types)
             and (p.principal_roles is None or not p.principal_roles.isdisjoint(roles))
+            and may_apply(p.est.get("conditions"), known)
         )
         ids = tuple(p.id for p in chosen)
         shared = self._handles.get(ids)
@@ -380,6 +433,7 @@ class PolicyIndex:
             handle=build_policy_set(chosen) if chosen else None,
             uses_time=any(p.uses_time for p in chosen),
             reads_resource_id=any(p.reads_resource_id for p in chosen),
+            context_attrs=_union_attrs(chosen),
         )
         if len(self._handles) < 4 * max(1, self._slices.capacity):
             self._handles[ids] = built

@@ -52,8 +52,8 @@ class Tree:
                 parent = parents[parent]
             ancestors[key] = tuple(chain)
         descendants: dict[str, set[str]] = {key: {key} for key in parents}
-        for key, chain in ancestors.items():
-            for ancestor in chain:
+        for key, found in ancestors.items():
+            for ancestor in found:
                 descendants[ancestor].add(key)
         return cls(
             MappingProxyType(parents),

