@@ -9,6 +9,7 @@ nothing reaches the upstream unless authentication and policy both said yes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -25,9 +26,9 @@ from gateway.authz.authorizer import Authorizer
 from gateway.authz.decision import Decision
 from gateway.config import Config
 from gateway.identity.authenticator import Authenticator
+from gateway.identity.bearer import www_authenticate
 from gateway.identity.errors import AuthenticationError
 from gateway.identity.principal import Principal
-from gateway.identity.bearer import www_authenticate
 from gateway.problem import PROBLEM_CONTENT_TYPE, problem_body
 from gateway.proxy import (
     BodyTooLarge,
@@ -362,16 +363,13 @@ class Gateway:
         await self.upstream.start()
         await self.authorizer.start()
         await self.authenticator.start()
-        try:
+        # Not possible outside the main thread (tests) or without SIGHUP (Windows); the file watch remains.
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_policies)
-        except (ValueError, RuntimeError, NotImplementedError):
-            pass  # not the main thread (tests) or no SIGHUP on this platform
 
     async def shutdown(self) -> None:
-        try:
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        except (ValueError, RuntimeError, NotImplementedError):
-            pass
         await self.authenticator.close()
         await self.authorizer.close()
         await self.upstream.close()

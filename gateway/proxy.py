@@ -19,7 +19,6 @@ Design:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -35,7 +34,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Bodies up to this size with a known length are read whole and sent in one ASGI message.
 SMALL_BODY_BYTES = 64 * 1024
-RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"content-length"}
+# Date is the gateway server's own; content-length is recomputed or re-sent by the gateway.
+RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"content-length", b"date"}
 
 
 class UpstreamError(Exception):
@@ -151,7 +151,7 @@ class UpstreamClient:
             raise
         except aiohttp.ServerTimeoutError as exc:
             raise UpstreamError(504, f"upstream did not answer in time ({_describe(exc)})") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(504, "upstream did not answer in time") from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError(502, f"upstream unreachable: {_describe(exc)}") from None

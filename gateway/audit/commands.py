@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import tomllib
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit.clickhouse import DEFAULT_TABLE, clickhouse_count, clickhouse_query
+from gateway.audit.export import OutboxExporter, otlp_span_exporter
 from gateway.audit.maintenance import purge, verify
 from gateway.audit.output import TABLE_FIELDS, render, render_record
 from gateway.audit.query import (
@@ -96,33 +100,62 @@ def register(subparsers: Any) -> None:
     remove.add_argument("--dry-run", action="store_true", help="count only")
     remove.set_defaults(func=run_purge)
 
+    export = commands.add_parser(
+        "export", help="send the store's decisions as spans to an OTLP endpoint, from this process",
+        description="The OTLP outbox outside the gateway process (e.g. at high rates, with audit.otlp_endpoint "
+        "left empty in the gateway): exports from the stored cursor on, until interrupted.",
+    )
+    _store_options(export)
+    export.add_argument("--endpoint", help="OTLP/HTTP endpoint (default: audit.otlp_endpoint)")
+    export.add_argument("--once", action="store_true",
+                        help="export what is committed now, then exit (1 if the collector did not take it all)")
+    export.add_argument("--timeout", type=float, default=60.0, help="with --once: give up after this many seconds")
+    export.set_defaults(func=run_export)
+
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", metavar="FILE", help=f"the audit store (default: audit.path, {_DEFAULTS.path})")
     parser.add_argument("--config", metavar="FILE", help="read audit.path (and audit.retention_days) from it")
 
 
-def _configured(args: argparse.Namespace) -> tuple[str, int]:
-    """``(audit.path, audit.retention_days)``: --path, else the configuration (file + environment)."""
+@dataclass(frozen=True)
+class _Configured:
+    path: str
+    retention_days: int
+    otlp_endpoint: str
+    service_name: str
+
+
+def _configured(args: argparse.Namespace) -> _Configured:
+    """The ``audit.*`` keys the commands use: --path wins, then the configuration (file + environment)."""
     config_path = getattr(args, "config", None)
-    path, retention = _DEFAULTS.path, _DEFAULTS.retention_days
+    values: dict[str, Any] = {
+        "path": _DEFAULTS.path, "retention_days": _DEFAULTS.retention_days,
+        "otlp_endpoint": _DEFAULTS.otlp_endpoint, "service_name": _DEFAULTS.service_name,
+    }
     try:
         from gateway.config import ConfigError, load_config
     except ImportError:
         if config_path:
             with open(config_path, "rb") as handle:
                 section = tomllib.load(handle).get("audit", {})
-            path = str(section.get("path", path))
-            retention = int(section.get("retention_days", retention))
-        path = os.environ.get("GATEWAY_AUDIT_PATH", path)
-        retention = int(os.environ.get("GATEWAY_AUDIT_RETENTION_DAYS", retention))
+            values.update({key: section[key] for key in values if key in section})
+        for key in values:
+            env = os.environ.get(f"GATEWAY_AUDIT_{key.upper()}")
+            if env is not None:
+                values[key] = env
     else:
         try:
             audit = load_config(config_path).audit
         except ConfigError as exc:
             raise ValueError(f"configuration: {exc}") from exc
-        path, retention = audit.path, int(audit.retention_days)
-    return (args.path or path), retention
+        values = {key: getattr(audit, key) for key in values}
+    return _Configured(
+        path=getattr(args, "path", None) or str(values["path"]),
+        retention_days=int(values["retention_days"]),
+        otlp_endpoint=str(values["otlp_endpoint"]),
+        service_name=str(values["service_name"]),
+    )
 
 
 def _fail(command: str, message: str, status: int) -> int:
@@ -165,7 +198,7 @@ def run_query(args: argparse.Namespace) -> int:
         print(sql)
         return 0
     try:
-        path, _ = _configured(args)
+        path = _configured(args).path
         conn = connect_reader(path)
     except (StoreError, OSError, ValueError) as exc:
         return _fail("query", str(exc), 1)
@@ -186,7 +219,7 @@ def run_query(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     try:
-        path, _ = _configured(args)
+        path = _configured(args).path
         conn = connect_reader(path)
     except (StoreError, OSError, ValueError) as exc:
         return _fail("show", str(exc), 1)
@@ -202,7 +235,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     try:
-        path, _ = _configured(args)
+        path = _configured(args).path
         conn = connect_reader(path)
     except (StoreError, OSError, ValueError) as exc:
         return _fail("verify", str(exc), 1)
@@ -237,8 +270,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_purge(args: argparse.Namespace) -> int:
     try:
-        path, retention_days = _configured(args)
-        age = parse_age(args.older_than) if args.older_than else retention_days * 86400.0
+        configured = _configured(args)
+        path = configured.path
+        age = parse_age(args.older_than) if args.older_than else configured.retention_days * 86400.0
     except (QueryError, OSError, ValueError) as exc:
         return _fail("purge", str(exc), 2)
     if age <= 0:
@@ -260,4 +294,38 @@ def run_purge(args: argparse.Namespace) -> int:
               "(--include-unexported removes them too)")
     for gateway_id, through in sorted(result.watermarks.items()):
         print(f"  {gateway_id}: purged through sequence {through}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        configured = _configured(args)
+        settings = AuditSettings(
+            path=configured.path,
+            otlp_endpoint=args.endpoint or configured.otlp_endpoint,
+            service_name=configured.service_name,
+            otlp_timeout_seconds=min(_DEFAULTS.otlp_timeout_seconds, args.timeout) if args.once else
+            _DEFAULTS.otlp_timeout_seconds,
+        )
+    except (OSError, ValueError) as exc:
+        return _fail("export", str(exc), 2)
+    if not settings.traces_url:
+        return _fail("export", "no endpoint: pass --endpoint or set audit.otlp_endpoint", 2)
+    if not os.path.exists(settings.path):
+        return _fail("export", f"no audit store at {settings.path}", 1)
+    exporter = OutboxExporter(settings, otlp_span_exporter(settings), owner=f"export-{os.getpid()}")
+    if args.once:
+        outcome = exporter.export_pending(args.timeout)
+        exporter.close(0)
+        print(f"{outcome}: {exporter.exported} spans exported to {settings.traces_url}; cursor at {exporter.cursor}")
+        return 0 if outcome in ("caught_up", "leased_elsewhere") else 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    exporter.start()
+    print(f"exporting {settings.path} to {settings.traces_url} (Ctrl+C stops)", flush=True)
+    while not stop.wait(1.0):
+        pass
+    exporter.close(5.0)
+    print(f"stopped: {exporter.exported} spans exported; cursor at {exporter.cursor}")
     return 0

@@ -99,6 +99,8 @@ class OutboxExporter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout + 1.0)
+        else:
+            self._release_lease()  # used from the calling thread (export_pending)
         try:
             self._span_exporter.shutdown()
         except Exception:  # the exporter's own shutdown must not break ours
@@ -106,6 +108,17 @@ class OutboxExporter:
         if self._conn is not None and (self._thread is None or not self._thread.is_alive()):
             self._conn.close()
             self._conn = None
+
+    def export_pending(self, timeout: float) -> str:
+        """Export what is committed now, in the calling thread (``gateway audit export --once``).
+
+        Returns ``caught_up``, ``failed`` (the collector did not take everything; the rest stays
+        pending) or ``leased_elsewhere`` (another process holds the export lease).
+        """
+        deadline = time.monotonic() + timeout
+        if not self._drain(deadline=deadline):
+            return "failed"
+        return "caught_up" if self.lease_held else "leased_elsewhere"
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -133,7 +146,7 @@ class OutboxExporter:
         self.lease_held = False
 
     def _backoff(self) -> float:
-        delay = min(self._max_backoff, 0.25 * 2 ** min(self._attempt, 16))
+        delay: float = min(self._max_backoff, 0.25 * 2.0 ** min(self._attempt, 16))
         return delay * random.uniform(0.8, 1.2)
 
     def _drain(self, deadline: float | None) -> bool:

@@ -32,6 +32,7 @@ clean-close markers let ``verify`` report such losses after a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -280,10 +281,9 @@ class AuditLog:
             self._wake.set()
             if len(self._queue) < self._queue_size:
                 continue  # the writer made room between the check and the append
-            try:
+            # re-check health and room at least every 0.5 s; the writer wakes waiters after each batch
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout=0.5)
-            except TimeoutError:
-                pass  # re-check health and room; the writer wakes waiters after each batch
         return True
 
     def _drop(self) -> None:
@@ -525,10 +525,8 @@ class AuditLog:
         loop = self._loop
         if loop is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
 
     def _pause(self, attempt: int) -> bool:
         """Back off before retrying a failed write. False = closing and out of time: give up."""

@@ -17,7 +17,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.audit.schema import TERM_CATEGORY, TERM_POLICY, TERM_PURPOSE
@@ -99,7 +99,7 @@ def parse_time(value: str, now: float | None = None) -> int:
         raise QueryError(f"not an RFC 3339 time or an age (like 15m, 2h, 7d): {value!r}") from None
     if moment.tzinfo is None:
         raise QueryError(f"an RFC 3339 time needs a UTC offset or Z: {value!r}")
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -271,7 +271,8 @@ _CANDIDATE_CHUNK = 256
 
 
 def _query_by_terms(conn: sqlite3.Connection, flt: AuditFilter, expanded: list[list[str]]) -> list[sqlite3.Row]:
-    window, window_params = "", {}
+    window = ""
+    window_params: dict[str, Any] = {}
     if flt.since_us is not None:
         window += " AND time_us >= :since"
         window_params["since"] = flt.since_us
@@ -280,7 +281,7 @@ def _query_by_terms(conn: sqlite3.Connection, flt: AuditFilter, expanded: list[l
         window_params["until"] = flt.until_us
 
     def estimate(terms: list[str]) -> int:
-        params = dict(window_params)
+        params: dict[str, Any] = dict(window_params)
         listed = ", ".join(f":e{i}" for i in range(len(terms)))
         params.update({f"e{i}": t for i, t in enumerate(terms)})
         sql = (f"SELECT count(*) FROM (SELECT 1 FROM decision_terms WHERE term IN ({listed}){window} "
@@ -409,7 +410,7 @@ def show_decision(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any] 
     if row is None:
         return None
     out: dict[str, Any] = {}
-    for key in row.keys():
+    for key in row.keys():  # noqa: SIM118 (sqlite3.Row iterates values)
         value = row[key]
         if key == "id":
             continue

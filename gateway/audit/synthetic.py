@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from array import array
 import sqlite3
 import time
+from array import array
 from dataclasses import dataclass
 
 from gateway.audit.schema import (

@@ -40,8 +40,7 @@ def unmapped_reasons() -> list[dict[str, str]]:
         {
             "policy": DEFAULT_DENY,
             "source": "route maps",
-            "clause": "No route of the route maps matches this method and path; "
-            "unmapped requests are denied.",
+            "clause": "No route of the route maps matches this method and path; unmapped requests are denied.",
         }
     ]
 
@@ -79,9 +78,7 @@ def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[st
                 raise InvalidInput("bad_body", f"the request body needs {rule.pointer.text}")
             continue
         if not isinstance(node, str) or not node.strip() or len(node) > rule.max_length:
-            raise InvalidInput(
-                "bad_body", f"{rule.pointer.text} must be a string of 1 to {rule.max_length} characters"
-            )
+            raise InvalidInput("bad_body", f"{rule.pointer.text} must be a string of 1 to {rule.max_length} characters")
         value = node.strip()
         if rule.kind == "email":
             if not EMAIL.fullmatch(value):
@@ -112,9 +109,7 @@ def check_inputs(
         raise InvalidInput("missing_purpose", "X-Purpose is required: the purpose of processing")
     purpose = purpose.strip()
     if len(purpose) > MAX_PURPOSE_LENGTH or purpose not in engine.taxonomy.purposes:
-        raise InvalidInput(
-            "unknown_purpose", f"X-Purpose {purpose[:MAX_PURPOSE_LENGTH]!r} is not a known purpose"
-        )
+        raise InvalidInput("unknown_purpose", f"X-Purpose {purpose[:MAX_PURPOSE_LENGTH]!r} is not a known purpose")
     return CheckedInputs(
         purpose=purpose,
         recipient=_check_recipient(recipient, "recipient" in route.require),
@@ -427,9 +422,7 @@ class Authorizer:
         resolvers = self.resolvers
         route = match.route
         settings = await resolvers.tenant_settings(tenant)
-        optouts = (
-            await resolvers.optouts(tenant) if "optouts" in route.resolve and settings is not None else None
-        )
+        optouts = await resolvers.optouts(tenant) if "optouts" in route.resolve and settings is not None else None
         tenant_facts = TenantFacts(
             tenant=tenant,
             known=settings is not None,
@@ -450,15 +443,11 @@ class Authorizer:
 def _check_recipient(recipient: str | None, required: bool) -> str | None:
     if recipient is None or not recipient.strip():
         if required:
-            raise InvalidInput(
-                "missing_recipient", "X-Recipient is required on this route: the receiving party"
-            )
+            raise InvalidInput("missing_recipient", "X-Recipient is required on this route: the receiving party")
         return None
     value = recipient.strip().lower()
     if not RECIPIENT.fullmatch(value):
-        raise InvalidInput(
-            "bad_recipient", "X-Recipient must be a lower-case identifier such as 'salesforce'"
-        )
+        raise InvalidInput("bad_recipient", "X-Recipient must be a lower-case identifier such as 'salesforce'")
     return value
 
 

@@ -99,11 +99,7 @@ def _principal(raw: Any, where: str) -> Principal:
     if not isinstance(raw, dict):
         raise CaseError(f"{where}: principal must be a table with kind, id, tenant, roles")
     kind = raw.get("kind", "user")
-    if (
-        kind not in ("user", "app")
-        or not isinstance(raw.get("id"), str)
-        or not isinstance(raw.get("tenant"), str)
-    ):
+    if kind not in ("user", "app") or not isinstance(raw.get("id"), str) or not isinstance(raw.get("tenant"), str):
         raise CaseError(f"{where}: principal needs kind (user | app), id and tenant")
     roles = raw.get("roles", [])
     scopes = raw.get("scopes", ["access_as_user"] if kind == "user" else [])
@@ -326,11 +322,7 @@ def evaluate_case(engine: PolicyEngine, case: Case) -> Decision:
         owner = principal.id
     consent = case.consent if case.consent is not None and case.consent.tenant == principal.tenant else None
     if "consent_owner" in route.resolve:
-        owner = (
-            case.consent.subject
-            if case.consent is not None and case.consent.id == match.resource_id
-            else None
-        )
+        owner = case.consent.subject if case.consent is not None and case.consent.id == match.resource_id else None
     facts = Facts(
         principal=principal,
         route=route,

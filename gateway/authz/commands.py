@@ -34,9 +34,7 @@ def register(subparsers: Any) -> None:
     validate = policy_sub.add_parser(
         "validate", help="parse and validate every policy against the schema; file:line diagnostics"
     )
-    validate.add_argument(
-        "dir", nargs="?", default=policies_dir, help=f"policies directory (default {policies_dir})"
-    )
+    validate.add_argument("dir", nargs="?", default=policies_dir, help=f"policies directory (default {policies_dir})")
     validate.add_argument(
         "--route-map",
         action="append",
@@ -170,9 +168,7 @@ def _as_text(engine: Any, case: Any, decision: Any, problems: list[str]) -> str:
     if decision.masks:
         lines.append("  masked fields:")
         for mask in decision.masks:
-            lines.append(
-                f"    - {mask.pointer.text} ({mask.category}, {mask.style}) by {', '.join(mask.policies)}"
-            )
+            lines.append(f"    - {mask.pointer.text} ({mask.category}, {mask.style}) by {', '.join(mask.policies)}")
     for problem in problems:
         lines.append(f"  EXPECTATION FAILED: {problem}")
     return "\n".join(lines)

@@ -55,9 +55,7 @@ class BundleFiles:
         """Path -> modification time of every input file (a missing file shows as -1)."""
         paths: list[Path] = [self.policies_dir / SCHEMA_FILE, *self.route_maps]
         for pattern in ("*.cedar", "manifests/*.toml", "taxonomy/*"):
-            paths.extend(
-                self.policies_dir.rglob(pattern) if pattern == "*.cedar" else self.policies_dir.glob(pattern)
-            )
+            paths.extend(self.policies_dir.rglob(pattern) if pattern == "*.cedar" else self.policies_dir.glob(pattern))
         out: dict[str, float] = {}
         for path in paths:
             try:
@@ -96,9 +94,7 @@ class PolicyEngine:
         self.decisions: LRU[tuple[object, ...], Verdict] = LRU(decision_cache_size)
         self.entity_handles: LRU[tuple[object, ...], cedarpy.Entities] = LRU(entity_cache_size)
         # (field key, category) -> (hiding policies or None,); a 1-tuple so a cached "visible" is not a miss
-        self.field_decisions: LRU[tuple[object, ...], tuple[tuple[str, ...] | None]] = LRU(
-            decision_cache_size
-        )
+        self.field_decisions: LRU[tuple[object, ...], tuple[tuple[str, ...] | None]] = LRU(decision_cache_size)
         self._verdicts: dict[tuple[bool, tuple[str, ...]], Verdict] = {}
         self.route_slices: LRU[tuple[object, ...], tuple[Slice, Slice | None]] = LRU(4096)
         self.route_masks: LRU[tuple[object, ...], tuple[MaskRule, ...]] = LRU(decision_cache_size)
@@ -183,14 +179,12 @@ class PolicyEngine:
         except Exception as exc:  # fail closed on anything unexpected
             logger.exception("policy evaluation failed")
             reason = fail_closed_reason(f"evaluation failed: {type(exc).__name__}")
-            return Verdict(
-                False, 403, "evaluation_error", "the policy evaluation failed; denied", (), (reason,)
-            ), False
+            return Verdict(False, 403, "evaluation_error", "the policy evaluation failed; denied", (), (reason,)), False
 
     def _decide(self, facts: Facts) -> tuple[Verdict, bool]:
         route = facts.route
         principal = facts.principal
-        slices_key = (route.id, principal.kind, principal.roles, facts.purpose)
+        slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
         slices = self.route_slices.get(slices_key)
         if slices is None:
             slices = self._slices_for(route, principal, facts.purpose)
@@ -270,15 +264,17 @@ class PolicyEngine:
         principal_type = "User" if principal.kind == "user" else "App"
         purposes = frozenset((purpose, *self.taxonomy.purposes.ancestors.get(purpose, ())))
         categories = self.entities.route_entities(route).category_keys
+        scopes = principal.scopes
         main = self.index.slice(
             route.action, route.resource_type, principal_type, principal.roles,
-            purpose=purpose, purposes=purposes, categories=categories,
+            purpose=purpose, purposes=purposes, categories=categories, scopes=scopes,
         )  # fmt: skip
         fields = None
         if route.fields:
             fields = self.index.slice(
-                FIELD_ACTION, FIELD_RESOURCE, principal_type, principal.roles, purpose=purpose, purposes=purposes
-            )
+                FIELD_ACTION, FIELD_RESOURCE, principal_type, principal.roles,
+                purpose=purpose, purposes=purposes, scopes=scopes,
+            )  # fmt: skip
         return main, fields
 
     def _interpret(self, result: cedarpy.AuthzResult) -> Verdict:
@@ -412,13 +408,11 @@ def _check_routes(routes: RouteTable, taxonomy: Taxonomy, shape: SchemaShape) ->
     for route in routes.routes:
         if route.action not in shape.actions or route.action == FIELD_ACTION:
             problems.append(
-                f"{route.source}: route {route.id}: action {route.action!r} "
-                "is not a record action of the schema"
+                f"{route.source}: route {route.id}: action {route.action!r} is not a record action of the schema"
             )
         if route.resource_type not in shape.type_members:
             problems.append(
-                f"{route.source}: route {route.id}: resource type {route.resource_type!r} "
-                "is not in the schema"
+                f"{route.source}: route {route.id}: resource type {route.resource_type!r} is not in the schema"
             )
         for category in (*route.categories, *(f.category for f in route.fields)):
             if category not in taxonomy.categories:

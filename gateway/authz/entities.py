@@ -207,9 +207,7 @@ def context_json(facts: Facts, wanted: frozenset[str] | None = None) -> str:
     every decision-cache miss and ``json.dumps`` of a dict costs more than the string joins."""
     parts = ['{"purpose":{"__entity":{"type":"Purpose","id":', json.dumps(facts.purpose), "}}"]
     if wanted is None or "actor_kind" in wanted:
-        parts.append(
-            ',"actor_kind":"human"' if facts.principal.kind == "user" else ',"actor_kind":"automated"'
-        )
+        parts.append(',"actor_kind":"human"' if facts.principal.kind == "user" else ',"actor_kind":"automated"')
     if wanted is None or "time" in wanted:
         parts.append(f',"time":{int(facts.time)}')
     if facts.recipient is not None and (wanted is None or "recipient" in wanted):

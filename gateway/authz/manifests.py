@@ -85,9 +85,7 @@ class Manifests:
 
     def minimal_recipients(self, names: Iterable[str]) -> tuple[str, ...]:
         chosen = set(names)
-        return tuple(
-            sorted(r for r in chosen if not any(g in chosen for g in self.recipient_groups.get(r, ())))
-        )
+        return tuple(sorted(r for r in chosen if not any(g in chosen for g in self.recipient_groups.get(r, ()))))
 
     def allowed_for_all(self, categories: Iterable[str]) -> AllowedFacts:
         purposes: frozenset[str] | None = None
@@ -98,9 +96,7 @@ class Manifests:
             purposes = rules.purposes if purposes is None else purposes & rules.purposes
             recipients = rules.recipients if recipients is None else recipients & rules.recipients
             if rules.retention_days is not None:
-                retention = (
-                    rules.retention_days if retention is None else min(retention, rules.retention_days)
-                )
+                retention = rules.retention_days if retention is None else min(retention, rules.retention_days)
         return AllowedFacts(
             self.taxonomy.purposes.minimal(purposes or ()),
             self.minimal_recipients(recipients or ()),
@@ -142,14 +138,8 @@ def load_manifests(directory: Path, taxonomy: Taxonomy) -> Manifests:
             problems.append(f"{path}:1: unknown top-level keys: {', '.join(sorted(unknown))}")
         for name, spec in (doc.get("recipients") or {}).items():
             line = _line_of(lines, f"[recipients.{name}]")
-            if (
-                not RECIPIENT.fullmatch(name)
-                or not isinstance(spec, dict)
-                or set(spec) - {"in", "description"}
-            ):
-                problems.append(
-                    f"{path}:{line}: recipient {name!r}: lower-case name, keys 'in' and 'description'"
-                )
+            if not RECIPIENT.fullmatch(name) or not isinstance(spec, dict) or set(spec) - {"in", "description"}:
+                problems.append(f"{path}:{line}: recipient {name!r}: lower-case name, keys 'in' and 'description'")
                 continue
             try:
                 parents = _strings(spec.get("in", []))
@@ -238,9 +228,7 @@ def load_manifests(directory: Path, taxonomy: Taxonomy) -> Manifests:
     for key in sorted(tree.parents, key=lambda k: len(tree.ancestors[k])):
         declaration = declared.get(key)
         parent_key = tree.parents[key]
-        inherited = (
-            rules[parent_key] if parent_key is not None else CategoryRules(frozenset(), frozenset(), None)
-        )
+        inherited = rules[parent_key] if parent_key is not None else CategoryRules(frozenset(), frozenset(), None)
         if declaration is None:
             rules[key] = inherited
             continue
@@ -249,9 +237,7 @@ def load_manifests(directory: Path, taxonomy: Taxonomy) -> Manifests:
         if declaration.inherit:
             own_purposes |= inherited.purposes
             own_recipients |= inherited.recipients
-        retention = (
-            declaration.retention_days if declaration.retention_days is not None else inherited.retention_days
-        )
+        retention = declaration.retention_days if declaration.retention_days is not None else inherited.retention_days
         rules[key] = CategoryRules(own_purposes, own_recipients, retention)
     return Manifests(
         taxonomy=taxonomy,

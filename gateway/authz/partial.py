@@ -7,8 +7,9 @@ policy never applies to any request of the class, so the slice for that class le
 
 The evaluator is three-valued (True, False, None = depends on something else) and understands only
 the few shapes that matter: ``context.purpose in <literal purposes>``, ``principal in <literal roles>``,
-``principal is T``, ``resource is T``, ``action == <literal>``, ``resource.categories.contains(<literal>)``
-and ``containsAny``, combined with ``&&``, ``||`` and ``!``. Anything else is None, so a policy it
+``principal is T``, ``resource is T``, ``action == <literal>``, ``context.actor_kind == <literal>``,
+``principal.scopes.isEmpty()``, ``resource.categories.contains(<literal>)`` and ``containsAny``,
+combined with ``&&``, ``||`` and ``!``. Anything else is None, so a policy it
 cannot judge stays in the slice. Policies are validated against the schema, so the parts it skips
 cannot fail at run time on the entities the gateway builds; a property test checks that the sliced
 answer equals the answer of the whole set.
@@ -29,6 +30,7 @@ class Known:
     roles: frozenset[str]
     purposes: frozenset[str] | None  # the declared purpose and its ancestors; None: not known
     categories: frozenset[str] | None  # the route's categories and their ancestors; None: not known
+    scopes: frozenset[str] | None = None  # the principal's delegated scopes (users); None: not known
 
 
 def _literal_entities(expr: Any) -> list[tuple[str, str]] | None:
@@ -95,7 +97,10 @@ def evaluate(expr: Any, known: Known) -> bool | None:
     if op == "in":
         return _in(arg, known)
     if op == "==":
-        return _action_equals(arg, known)
+        found = _action_equals(arg, known)
+        return found if found is not None else _actor_kind_equals(arg, known)
+    if op == "isEmpty" and _is_principal_attr(arg.get("arg"), "scopes"):
+        return None if known.scopes is None else not known.scopes
     if op in ("contains", "containsAny") and _is_resource_attr(arg.get("left"), "categories"):
         if known.categories is None:
             return None
@@ -104,6 +109,24 @@ def evaluate(expr: Any, known: Known) -> bool | None:
             return None
         return any(kind == "DataCategory" and key in known.categories for kind, key in literals)
     return None
+
+
+def _is_principal_attr(expr: Any, attr: str) -> bool:
+    inner = expr.get(".") if isinstance(expr, dict) else None
+    return isinstance(inner, dict) and inner.get("left") == {"Var": "principal"} and inner.get("attr") == attr
+
+
+def _actor_kind_equals(arg: Mapping[str, Any], known: Known) -> bool | None:
+    """``context.actor_kind == "human"``: the actor kind follows from the principal's type."""
+    left, right = arg.get("left"), arg.get("right")
+    if _is_context_attr(right, "actor_kind"):
+        left, right = right, left
+    if not _is_context_attr(left, "actor_kind") or not isinstance(right, dict):
+        return None
+    value = right.get("Value")
+    if not isinstance(value, str):
+        return None
+    return value == ("human" if known.principal_type == "User" else "automated")
 
 
 def _typed_var(arg: Mapping[str, Any]) -> bool:

@@ -198,9 +198,7 @@ def _principal_scope(scope: Mapping[str, Any]) -> tuple[frozenset[str] | None, f
     op = scope.get("op")
     if op == "is":
         target = scope.get("in")
-        roles = (
-            frozenset({target["id"]}) if isinstance(target, dict) and target.get("type") == "Role" else None
-        )
+        roles = frozenset({target["id"]}) if isinstance(target, dict) and target.get("type") == "Role" else None
         return frozenset({scope["entity_type"]}), roles
     if op == "==":
         return frozenset({scope["entity"]["type"]}), None
@@ -264,8 +262,7 @@ def load_policies(directory: Path, schema: cedarpy.Schema, shape: SchemaShape) -
             other = by_id.get(policy.id)
             if other is not None:
                 problems.append(
-                    f"{policy.file}:{policy.line}: @id {policy.id!r} "
-                    f"already used at {other.file}:{other.line}"
+                    f"{policy.file}:{policy.line}: @id {policy.id!r} already used at {other.file}:{other.line}"
                 )
                 continue
             by_id[policy.id] = policy
@@ -397,13 +394,17 @@ class PolicyIndex:
         purpose: str | None = None,
         purposes: frozenset[str] | None = None,
         categories: frozenset[str] | None = None,
+        scopes: tuple[str, ...] | None = None,
     ) -> Slice:
         """The policies that can apply. ``purpose`` (with ``purposes``, itself and its ancestors) and
         ``categories`` (the route's, with ancestors) narrow further when given."""
-        key = (action, resource_type, principal_type, roles, purpose, categories)
+        key = (action, resource_type, principal_type, roles, purpose, categories, scopes)
         found = self._slices.get(key)
         if found is None:
-            known = Known(action, resource_type, principal_type, frozenset(roles), purposes, categories)
+            known = Known(
+                action, resource_type, principal_type, frozenset(roles), purposes, categories,
+                frozenset(scopes) if scopes is not None else None,
+            )  # fmt: skip
             found = self._build(known)
             self._slices.put(key, found)
         return found

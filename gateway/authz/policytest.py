@@ -319,9 +319,7 @@ def discover(directory: Path) -> tuple[list[Path], list[Path]]:
     """(fixtures files, suite and demo files) under ``directory``, sorted."""
     fixtures = sorted(p for p in directory.rglob(FIXTURES_FILE) if p.is_file())
     suites = sorted(
-        p
-        for p in directory.rglob("*.toml")
-        if p.is_file() and (p.parent.name == SUITE_DIR or p.name == DEMO_FILE)
+        p for p in directory.rglob("*.toml") if p.is_file() and (p.parent.name == SUITE_DIR or p.name == DEMO_FILE)
     )
     return fixtures, suites
 
@@ -418,7 +416,9 @@ def run_case(engine: PolicyEngine, suite_case: SuiteCase, tap: _FactsTap) -> Out
         raise SuiteError(f"{case.source}: {exc}") from None
     problems = mismatches(case, decision)
     if suite_case.route_id is not None and decision.route_id != suite_case.route_id:
-        problems.insert(0, f"route: expected {suite_case.route_id}, the request matched {decision.route_id or 'no route'}")
+        problems.insert(
+            0, f"route: expected {suite_case.route_id}, the request matched {decision.route_id or 'no route'}"
+        )
     determined = set(decision.policy_ids)
     for mask in decision.masks:
         determined.update(mask.policies)
@@ -461,9 +461,7 @@ def run_suites(
     groups: dict[str, list[str]] = {}
     for policy in engine.policies.policies:
         groups.setdefault(policy_group(engine, directory, policy.id), []).append(policy.id)
-    coverage = [
-        Coverage(group, ids, [i for i in ids if i in determined]) for group, ids in sorted(groups.items())
-    ]
+    coverage = [Coverage(group, ids, [i for i in ids if i in determined]) for group, ids in sorted(groups.items())]
     return Report(outcomes, coverage, len(suite_files))
 
 
@@ -527,7 +525,9 @@ def format_report(report: Report, *, coverage: bool, verbose: bool = False) -> s
     if coverage:
         width = max((len(c.group) for c in report.coverage), default=0)
         for item in report.coverage:
-            lines.append(f"  {item.group:<{width}}  {len(item.covered):>3}/{len(item.policies):<3} {item.percent:5.1f}%")
+            lines.append(
+                f"  {item.group:<{width}}  {len(item.covered):>3}/{len(item.policies):<3} {item.percent:5.1f}%"
+            )
             if item.missing:
                 lines.append(f"  {'':<{width}}  never determined: {', '.join(item.missing)}")
     return "\n".join(lines)

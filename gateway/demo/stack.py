@@ -132,8 +132,9 @@ def command(args: argparse.Namespace) -> int:
         }
     )
     commands = [
-        ("dev identity provider", [python, "-m", "gateway.cli", "dev-idp", "--port", str(args.idp_port),
-                                   "--dev-dir", str(dev_dir)], f"{idp_url}/{tenants.CONTOSO_TENANT}/v2.0/.well-known/openid-configuration"),
+        ("dev identity provider",
+         [python, "-m", "gateway.cli", "dev-idp", "--port", str(args.idp_port), "--dev-dir", str(dev_dir)],
+         f"{idp_url}/{tenants.CONTOSO_TENANT}/v2.0/.well-known/openid-configuration"),
         ("reference services", [python, "-m", "gateway.cli", "demo-upstream", "--port", str(args.upstream_port)],
          f"{upstream_url}/healthz"),
         ("gateway", [python, "-m", "gateway.cli", "serve"], f"{gateway_url}/readyz"),
@@ -146,7 +147,8 @@ def command(args: argparse.Namespace) -> int:
             processes.append(process)
             _wait_http(ready_url, deadline, process, name)
         print(f"\nprivacy gateway demo: gateway {gateway_url}, upstream {upstream_url}, identity provider {idp_url}")
-        print(f"audit store: {dev_dir / 'audit.sqlite'}  (query it: gateway audit query --path {dev_dir / 'audit.sqlite'})\n")
+        audit_path = dev_dir / "audit.sqlite"
+        print(f"audit store: {audit_path}  (query it: gateway audit query --path {audit_path})\n")
         for call in demo_calls():
             spec = dict(call.token)
             token = mint_token(dev_dir, spec.pop("tenant"), authority=idp_url, **spec)

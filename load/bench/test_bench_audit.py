@@ -176,7 +176,8 @@ def test_export_span_build_and_encode(benchmark: Any) -> None:
     batch = [record() for _ in range(BATCH)]
 
     def run() -> bytes:
-        return encode_spans([build_span(rec, resource) for rec in batch]).SerializeToString()
+        data: bytes = encode_spans([build_span(rec, resource) for rec in batch]).SerializeToString()
+        return data
 
     benchmark.extra_info["per"] = f"{BATCH} spans"
     benchmark(run)

@@ -90,6 +90,7 @@ def as_string(value: AnyValue) -> str:
 
 def _raw(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
+    assert kind is not None
     return getattr(value, kind)
 
 

@@ -72,7 +72,8 @@ async def test_fail_closed_refuses_then_recovers_and_records_the_refusals(
     assert any("AUDIT STORE UNWRITABLE" in r.getMessage() for r in caplog.records)
     assert stored_sequences(store) == list(range(1, 7))
     with contextlib.closing(reader(store)) as conn:
-        statuses = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT decision_id, status, reason FROM decisions")}
+        rows = conn.execute("SELECT decision_id, status, reason FROM decisions").fetchall()
+    statuses = {row[0]: (row[1], row[2]) for row in rows}
     for rec in refused:
         assert statuses[rec.decision_id] == (503, "audit_unavailable")
     if mode == "durable":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -15,11 +16,20 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
+from gateway.audit import commands
 from gateway.audit.log import AuditLog
 from gateway.audit.tracecontext import parse_traceparent
 from tests.support.servers import free_port
 
 from .helpers import make_record, reader, running, settings
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="gateway")
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    status: int = args.func(args)
+    return status
 
 
 class Collected:
@@ -192,3 +202,21 @@ async def test_two_gateways_sharing_a_store_export_each_record_once(tmp_path: Pa
     assert collected.span_ids() == Counter({rec.span_id: 1 for rec in records})
     by_gateway = Counter(attributes(s)["gateway.id"] for s in collected.spans)
     assert by_gateway == {"gw-a": 60, "gw-b": 60}
+
+
+async def test_export_command_sends_what_the_store_holds(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="opentelemetry")
+    store = tmp_path / "audit.sqlite"
+    port = free_port()
+    async with running(settings(store)) as log:  # a gateway without in-process export
+        records = [make_record() for _ in range(70)]
+        for rec in records:
+            await log.record(rec)
+    command = ["audit", "export", "--path", str(store), "--endpoint", f"http://127.0.0.1:{port}", "--once"]
+    assert await asyncio.to_thread(cli, *command, "--timeout", "2") == 1  # nobody listens yet
+    async with receiver(port) as collected:
+        assert await asyncio.to_thread(cli, *command) == 0
+        await until(lambda: len(collected.spans) >= 70)
+        assert await asyncio.to_thread(cli, *command) == 0  # nothing left: sends nothing twice
+        await asyncio.sleep(0.3)
+    assert collected.span_ids() == Counter({rec.span_id: 1 for rec in records})

@@ -31,7 +31,7 @@ from gateway.audit.query import (
 from gateway.audit.record import DecisionRecord
 from gateway.audit.schema import connect_reader, time_to_us
 
-from .corpus import CONTRACT_FIELDS, NOW, in_tree, brute_force, filters, random_records
+from .corpus import CONTRACT_FIELDS, NOW, brute_force, filters, in_tree, random_records
 from .helpers import make_record, running
 from .helpers import settings as audit_settings
 

@@ -108,18 +108,14 @@ async def test_role_purpose_and_tenant(authorizer: Authorizer) -> None:
         ("x" * 500, "unknown_purpose"),
     ],
 )
-async def test_missing_or_unknown_purpose_is_a_400(
-    authorizer: Authorizer, purpose: str | None, reason: str
-) -> None:
+async def test_missing_or_unknown_purpose_is_a_400(authorizer: Authorizer, purpose: str | None, reason: str) -> None:
     decision = await ask(authorizer, user("Support.Agent"), "GET", f"/tenants/{A}/contacts", purpose)
     assert (decision.allowed, decision.status, decision.reason) == (False, 400, reason)  # type: ignore[attr-defined]
     status, body = decision.problem("dec-1")  # type: ignore[attr-defined]
     assert status == 400 and json.loads(body)["decision_id"] == "dec-1"
 
 
-async def test_card_number_masked_on_the_real_payment(
-    authorizer: Authorizer, upstream: ThreadedServer
-) -> None:
+async def test_card_number_masked_on_the_real_payment(authorizer: Authorizer, upstream: ThreadedServer) -> None:
     agent = user("Support.Agent")
     path = f"/tenants/{A}/payments/pay-a-001"
     decision = await ask(authorizer, agent, "GET", path, SUPPORT)
@@ -158,14 +154,10 @@ async def test_export_needs_a_listed_recipient(authorizer: Authorizer) -> None:
 
 async def test_recordings_follow_the_tenant_setting(authorizer: Authorizer) -> None:
     assert (
-        await ask(
-            authorizer, user("Support.Agent"), "GET", f"/tenants/{A}/calls/call-a-002/recording", SUPPORT
-        )
+        await ask(authorizer, user("Support.Agent"), "GET", f"/tenants/{A}/calls/call-a-002/recording", SUPPORT)
     ).allowed  # type: ignore[attr-defined]
     fabrikam_agent = user("Support.Agent", tenant=B)
-    denied = await ask(
-        authorizer, fabrikam_agent, "GET", f"/tenants/{B}/calls/call-b-001/transcript", SUPPORT
-    )
+    denied = await ask(authorizer, fabrikam_agent, "GET", f"/tenants/{B}/calls/call-b-001/transcript", SUPPORT)
     assert denied.policy_ids == ("recordings-only-where-enabled",)  # type: ignore[attr-defined]
 
 

@@ -28,8 +28,7 @@ def test_validate_reports_file_and_line(tmp_path: Path, capsys: pytest.CaptureFi
     target = tmp_path / "policies"
     shutil.copytree(POLICIES, target)
     (target / "broken.cedar").write_text(
-        '\n\n@id("b") @source("s") @clause("c")\n'
-        "forbid (principal, action, resource) when { resource.owner.nope };\n"
+        '\n\n@id("b") @source("s") @clause("c")\nforbid (principal, action, resource) when { resource.owner.nope };\n'
     )
     assert main(["policy", "validate", str(target)]) == 1
     err = capsys.readouterr().err
@@ -62,9 +61,7 @@ def test_explain_json_and_the_direct_cedar_form(tmp_path: Path, capsys: pytest.C
     assert document["expectation_failures"] == []
 
 
-def test_explain_exit_status_when_an_expectation_fails(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_explain_exit_status_when_an_expectation_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "case.toml"
     path.write_text(
         f'principal = {{ id = "u-1", tenant = "{A}" }}\n'

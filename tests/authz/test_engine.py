@@ -15,13 +15,15 @@ def decide(engine: PolicyEngine, f: object) -> tuple[bool, tuple[str, ...]]:
 
 
 def test_role_based_access(engine: PolicyEngine) -> None:
-    assert decide(
-        engine, facts(engine, user("Support.Agent"), "contacts.read", "ct-a-001", purpose=SUPPORT)
-    ) == (True, ("support-agent-reads",))
+    assert decide(engine, facts(engine, user("Support.Agent"), "contacts.read", "ct-a-001", purpose=SUPPORT)) == (
+        True,
+        ("support-agent-reads",),
+    )
     # A role without a grant on the resource type: nothing permits it.
-    assert decide(
-        engine, facts(engine, user("Analyst"), "calls.read", "call-a-001", purpose="essential.service")
-    ) == (False, ("default-deny",))
+    assert decide(engine, facts(engine, user("Analyst"), "calls.read", "call-a-001", purpose="essential.service")) == (
+        False,
+        ("default-deny",),
+    )
     # No role at all: an end user reads no contacts.
     assert decide(engine, facts(engine, user(), "contacts.list", purpose="essential.service"))[0] is False
 
@@ -37,9 +39,7 @@ def test_purpose_limitation_by_category(engine: PolicyEngine) -> None:
         engine, facts(engine, user("Analyst"), "surveys.results", "sv-a-001", purpose="analytics.reporting")
     ) == (True, ("analyst-aggregates",))
     # A child of an allowed purpose is allowed (essential.service.operations.support under essential.service).
-    assert decide(engine, facts(engine, user("Support.Agent"), "calls.read", "call-a-001", purpose=SUPPORT))[
-        0
-    ]
+    assert decide(engine, facts(engine, user("Support.Agent"), "calls.read", "call-a-001", purpose=SUPPORT))[0]
 
 
 def test_tenant_isolation(engine: PolicyEngine) -> None:
@@ -82,9 +82,7 @@ def test_card_numbers_masked_for_people_not_for_the_payment_service(engine: Poli
 
 
 def test_fields_masked_when_their_category_does_not_allow_the_purpose(engine: PolicyEngine) -> None:
-    verdict, _ = engine.decide(
-        facts(engine, user("Analyst"), "analytics.events", purpose="analytics.reporting")
-    )
+    verdict, _ = engine.decide(facts(engine, user("Analyst"), "analytics.events", purpose="analytics.reporting"))
     assert verdict.allowed
     assert {m.pointer.text for m in verdict.masks} == {"/events/*/ip", "/events/*/user_agent"}
     assert all(m.policies == ("default-deny",) for m in verdict.masks)
@@ -92,13 +90,12 @@ def test_fields_masked_when_their_category_does_not_allow_the_purpose(engine: Po
 
 def test_human_versus_automated(engine: PolicyEngine) -> None:
     purpose = "essential.service.payment_processing"
-    assert decide(
-        engine, facts(engine, app("Service.Payments"), "payments.read", "pay-a-001", purpose=purpose)
-    )[0]
+    assert decide(engine, facts(engine, app("Service.Payments"), "payments.read", "pay-a-001", purpose=purpose))[0]
     # A person whose token carries a service role gets nothing from it.
-    assert decide(
-        engine, facts(engine, user("Service.Payments"), "payments.read", "pay-a-001", purpose=purpose)
-    ) == (False, ("service-roles-automated-only",))
+    assert decide(engine, facts(engine, user("Service.Payments"), "payments.read", "pay-a-001", purpose=purpose)) == (
+        False,
+        ("service-roles-automated-only",),
+    )
     # The web mail backend reads any mailbox of its tenant; a person reads only their own.
     assert decide(engine, facts(engine, app("Service.Mail"), "gmail.messages.read", "m1", owner=USER_2))[0]
     assert decide(engine, facts(engine, user(), "gmail.messages.read", "m1", owner=USER_2)) == (
@@ -116,12 +113,11 @@ def test_recipients_on_export(engine: PolicyEngine) -> None:
     assert decide(
         engine, facts(engine, rep, "contacts.export", "ct-a-001", purpose="sales", recipient="salesforce")
     ) == (True, ("sales-rep-contacts",))
-    assert decide(
-        engine, facts(engine, rep, "contacts.export", "ct-a-001", purpose="sales", recipient="zendesk")
-    )[0]
-    assert decide(
-        engine, facts(engine, rep, "contacts.export", "ct-a-001", purpose="sales", recipient="pardot")
-    ) == (False, ("export-to-listed-recipients",))
+    assert decide(engine, facts(engine, rep, "contacts.export", "ct-a-001", purpose="sales", recipient="zendesk"))[0]
+    assert decide(engine, facts(engine, rep, "contacts.export", "ct-a-001", purpose="sales", recipient="pardot")) == (
+        False,
+        ("export-to-listed-recipients",),
+    )
     assert decide(engine, facts(engine, rep, "contacts.export", "ct-a-001", purpose="sales")) == (
         False,
         ("export-to-listed-recipients",),
@@ -145,9 +141,7 @@ def consent(**changes: object) -> ConsentFacts:
 def test_consent_by_reference(engine: PolicyEngine) -> None:
     reader = user()
 
-    def read(
-        c: ConsentFacts | None, message: str = "m1", purpose: str = SUPPORT, who: object = reader
-    ) -> bool:
+    def read(c: ConsentFacts | None, message: str = "m1", purpose: str = SUPPORT, who: object = reader) -> bool:
         return decide(
             engine,
             facts(
@@ -171,20 +165,14 @@ def test_consent_by_reference(engine: PolicyEngine) -> None:
     assert not read(consent(purpose="essential.service.security"))  # purpose not covered
     assert not read(consent(), purpose="marketing.advertising")
     # The decision depends on the message id here, so it is not shared between messages.
-    verdict_m1, _ = engine.decide(
-        facts(engine, reader, "gmail.messages.read", "m1", owner=USER_2, consent=consent())
-    )
-    verdict_m2, _ = engine.decide(
-        facts(engine, reader, "gmail.messages.read", "m2", owner=USER_2, consent=consent())
-    )
+    verdict_m1, _ = engine.decide(facts(engine, reader, "gmail.messages.read", "m1", owner=USER_2, consent=consent()))
+    verdict_m2, _ = engine.decide(facts(engine, reader, "gmail.messages.read", "m2", owner=USER_2, consent=consent()))
     assert verdict_m1.allowed and not verdict_m2.allowed
 
 
 def test_recordings_only_where_enabled(engine: PolicyEngine) -> None:
     agent = user("Support.Agent")
-    assert decide(
-        engine, facts(engine, agent, "calls.recording", "call-a-001", purpose=SUPPORT, recording=True)
-    )[0]
+    assert decide(engine, facts(engine, agent, "calls.recording", "call-a-001", purpose=SUPPORT, recording=True))[0]
     for recording in (False, None):  # disabled, or unknown: refused
         assert decide(
             engine,

@@ -79,9 +79,7 @@ def test_manifest_errors(policies: Path) -> None:
     )
     diagnostics = load_errors(policies)
     assert f"{manifest}:1: category 'user.nonsense': not a data category of the taxonomy" in diagnostics
-    assert any(
-        d.startswith(f"{manifest}:4: category 'user.name': purpose 'essential.nope'") for d in diagnostics
-    )
+    assert any(d.startswith(f"{manifest}:4: category 'user.name': purpose 'essential.nope'") for d in diagnostics)
 
 
 def test_route_maps_must_use_known_categories_and_actions(policies: Path, tmp_path: Path) -> None:

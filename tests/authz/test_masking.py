@@ -33,9 +33,7 @@ def test_masks_fields_and_reports_concrete_pointers() -> None:
             "amount": 10.5,
         }
     ).encode()
-    masked, pointers = apply_masks(
-        body, [rule("/card_number", "last4"), rule("/billing_address"), rule("/amount")]
-    )
+    masked, pointers = apply_masks(body, [rule("/card_number", "last4"), rule("/billing_address"), rule("/amount")])
     doc = json.loads(masked)
     assert doc["card_number"] == "************4242"
     assert doc["billing_address"] is None and doc["amount"] is None

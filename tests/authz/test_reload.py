@@ -68,9 +68,7 @@ async def test_reload_swaps_good_sets_and_keeps_the_last_good_one(tmp_path: Path
             assert await decide(authz) == (False, ("extra-forbid-contacts",))  # no stale cached allow
 
             good_hash = authz.policy_hash
-            touch_later(
-                policies / "extra.cedar", EXTRA + "\npermit (principal, action, resource) when { 1 + };\n"
-            )
+            touch_later(policies / "extra.cedar", EXTRA + "\npermit (principal, action, resource) when { 1 + };\n")
             assert authz.reload() is False
             assert authz.policy_hash == good_hash and authz.ready
             assert authz.last_error is not None and "extra.cedar:" in authz.last_error

@@ -7,9 +7,11 @@ the real record id and schema validation of the request.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cedarpy
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,10 +19,25 @@ from gateway.authz.engine import PolicyEngine
 from gateway.authz.entities import context_json, request_dict
 from gateway.authz.facts import ConsentFacts, Facts
 from gateway.authz.policyset import build_policy_set
-from tests.authz.support import NOW, USER_1, USER_2, A, B, app, facts, generated_policies, load_engine, user
+from tests.authz.support import (
+    NOW,
+    ROUTE_MAPS,
+    SHIPPED_POLICIES,
+    USER_1,
+    USER_2,
+    A,
+    B,
+    app,
+    facts,
+    generated_policies,
+    load_engine,
+    user,
+)
 
 ENGINE = load_engine()
-FULL = build_policy_set(ENGINE.policies.policies)
+#: The base set alone, and the policies directory as shipped (base and packs).
+ENGINES = {"base": ENGINE, "shipped": PolicyEngine.load(SHIPPED_POLICIES, ROUTE_MAPS, validate_requests=True)}
+FULL = {name: build_policy_set(engine.policies.policies) for name, engine in ENGINES.items()}
 ROLES = [
     "Support.Agent",
     "Sales.Rep",
@@ -57,6 +74,8 @@ def requests(draw: st.DrawFn) -> Facts:
     tenant = draw(st.sampled_from([A, B]))
     oid = draw(st.sampled_from([USER_1, USER_2]))
     principal = user(*roles, tenant=tenant, oid=oid) if draw(st.booleans()) else app(*roles, tenant=tenant)
+    if principal.kind == "user" and draw(st.integers(0, 4)) == 0:
+        principal = dataclasses.replace(principal, scopes=())
     route = draw(st.sampled_from(ROUTES))
     consent = None
     if draw(st.booleans()):
@@ -85,31 +104,35 @@ def requests(draw: st.DrawFn) -> Facts:
     )
 
 
-def reference(f: Facts) -> tuple[bool, tuple[str, ...]]:
-    entities = cedarpy.Entities.from_json_str(ENGINE.entities.entities_json(f, f.resource_id), ENGINE.schema)
+def reference(name: str, f: Facts) -> tuple[bool, tuple[str, ...]]:
+    engine = ENGINES[name]
+    entities = cedarpy.Entities.from_json_str(engine.entities.entities_json(f, f.resource_id), engine.schema)
     request = request_dict(f, f.route.action, f.resource_id, context_json(f, None))
-    result = cedarpy.is_authorized(request, FULL, entities, ENGINE.schema)
+    result = cedarpy.is_authorized(request, FULL[name], entities, engine.schema)
     assert result.diagnostics.errors == []
     reasons = tuple(sorted(result.diagnostics.reasons))
     return result.allowed, reasons or (("default-deny",) if not result.allowed else ())
 
 
-@settings(max_examples=200, deadline=None)
-@given(requests())
-def test_sliced_decision_equals_the_full_set(f: Facts) -> None:
-    verdict, _ = ENGINE.decide(f)
+@pytest.mark.parametrize("name", sorted(ENGINES))
+@settings(max_examples=150, deadline=None)
+@given(f=requests())
+def test_sliced_decision_equals_the_full_set(name: str, f: Facts) -> None:
+    verdict, _ = ENGINES[name].decide(f)
     assert verdict.reason != "evaluation_error"
-    assert (verdict.allowed, verdict.policy_ids) == reference(f)
+    assert (verdict.allowed, verdict.policy_ids) == reference(name, f)
 
 
+@pytest.mark.parametrize("name", sorted(ENGINES))
 @settings(max_examples=100, deadline=None)
-@given(requests())
-def test_masks_equal_per_field_decisions_over_the_full_set(f: Facts) -> None:
-    verdict, _ = ENGINE.decide(f)
+@given(f=requests())
+def test_masks_equal_per_field_decisions_over_the_full_set(name: str, f: Facts) -> None:
+    engine = ENGINES[name]
+    verdict, _ = engine.decide(f)
     if not verdict.allowed:
         return
     entities = cedarpy.Entities.from_json_str(
-        ENGINE.entities.field_entities_json(f, f.route.field_categories), ENGINE.schema
+        engine.entities.field_entities_json(f, f.route.field_categories), engine.schema
     )
     context = context_json(f, None)
     expected = set()
@@ -120,7 +143,7 @@ def test_masks_equal_per_field_decisions_over_the_full_set(f: Facts) -> None:
             "resource": {"type": "DataCategory", "id": category},
             "context": context,
         }
-        if not cedarpy.is_authorized(request, FULL, entities, ENGINE.schema).allowed:
+        if not cedarpy.is_authorized(request, FULL[name], entities, engine.schema).allowed:
             expected.add(category)
     assert {m.category for m in verdict.masks} == expected
 
