@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck policy-test bench load soak clean
+.PHONY: install demo test lint policy-test bench load soak clean
 
 install: $(STAMP)
 
@@ -26,6 +26,8 @@ policy-test: install
 	$(BIN)/gateway policy test policies --coverage --threshold 95
 
 test: install
+	$(BIN)/gateway policy validate policies
+	$(BIN)/gateway policy test policies --coverage --threshold 95
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider tests
 
 bench: install
@@ -33,6 +35,9 @@ bench: install
 
 load: install
 	bash load/run.sh
+
+soak: install
+	$(BIN)/python -m tests.hostile.soak --duration 300
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

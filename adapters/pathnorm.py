@@ -49,9 +49,7 @@ def _decode_segment(segment: str) -> str:
                 raise PathRejected("malformed percent-escape")
             decoded = chr(int(pair, 16))
             if decoded not in _UNRESERVED_DECODED:
-                raise PathRejected(
-                    f"percent-escape %{pair.upper()} encodes a character that must not be escaped"
-                )
+                raise PathRejected(f"percent-escape %{pair.upper()} encodes a character that must not be escaped")
             out.append(decoded)
             i += 3
             continue

@@ -191,9 +191,7 @@ def _compile_template(template: str, params: Mapping[str, str]) -> tuple[Segment
             source = PARAM_KINDS.get(kind)
             if source is None:
                 if not kind.startswith("re:"):
-                    raise ValueError(
-                        f"parameter {{{name}}}: unknown kind {kind!r} (uuid, token, mailbox, re:...)"
-                    )
+                    raise ValueError(f"parameter {{{name}}}: unknown kind {kind!r} (uuid, token, mailbox, re:...)")
                 source = kind[3:]
             segments.append(Segment(None, name, re.compile(source)))
         else:
@@ -366,11 +364,7 @@ def load_route_map(path: str | Path) -> list[Route]:
     search_from = 0
     for item in doc.get("route", []):
         route_id = item.get("id") if isinstance(item, dict) else None
-        line = (
-            source.line_of(f'"{route_id}"', search_from)
-            if route_id
-            else source.line_of("[[route]]", search_from)
-        )
+        line = source.line_of(f'"{route_id}"', search_from) if route_id else source.line_of("[[route]]", search_from)
         search_from = max(search_from, line)
         try:
             routes.append(_route(item, params, map_name, f"{path}:{line}"))
@@ -396,15 +390,11 @@ class RouteTable:
         shapes: dict[tuple[str, tuple[str | None, ...]], Route] = {}
         for route in self.routes:
             if route.id in ids:
-                raise RouteMapError(
-                    f"{route.source}: route id {route.id!r} also used at {ids[route.id].source}"
-                )
+                raise RouteMapError(f"{route.source}: route id {route.id!r} also used at {ids[route.id].source}")
             ids[route.id] = route
             shape = (route.method, tuple(s.literal for s in route.segments))
             if shape in shapes:
-                raise RouteMapError(
-                    f"{route.source}: {route.method} {route.template} overlaps {shapes[shape].source}"
-                )
+                raise RouteMapError(f"{route.source}: {route.method} {route.template} overlaps {shapes[shape].source}")
             shapes[shape] = route
             index.setdefault((route.method, len(route.segments)), []).append(route)
         # Literal segments before parameters, so /messages/send wins over /messages/{id}.

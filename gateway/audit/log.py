@@ -421,8 +421,8 @@ class AuditLog:
                 continue
             break
         self._write_succeeded()
-        self._settle(batch, rejected)
         self._inflight = 0
+        self._settle(batch, rejected)
         self.stats.committed += len(batch) - len(rejected)
         self.stats.batches += 1
         self.metrics.record_batch(rec for index, (rec, _) in enumerate(batch) if index not in rejected)

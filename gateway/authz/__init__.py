@@ -36,8 +36,10 @@ Design and trade-offs
   ``context.time`` is a Long (seconds since the epoch), cheaper than a ``datetime`` extension value.
 - Entities: the per-request store is small (principal with its roles as parents, resource, its
   tenant, the purpose and recipient with every ancestor as a direct parent) and parsed with the schema,
-  which validates it and supplies the action groups. It is the expensive part (about 100 us cold:
-  Cedar parses each entity reference in a set for several microseconds), hence its own cache.
+  which validates it and supplies the action groups. It is the expensive part (Cedar parses each
+  entity reference in a set for several microseconds: a cold payment read, with its masking
+  categories, measured about 0.5 ms against about 30 us once the entities are parsed), hence its own
+  cache, keyed like the decision minus the context.
 - Masking: one ``read_field`` decision per distinct field category (resource = the ``DataCategory``),
   cached per caller and purpose across routes; the still-unknown categories of a response go to Cedar
   in one batched call. A field is shown only if some policy permits it.

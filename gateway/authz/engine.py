@@ -110,7 +110,7 @@ class PolicyEngine:
         route_maps: Sequence[str | Path],
         *,
         decision_cache_size: int = 65536,
-        entity_cache_size: int = 16384,
+        entity_cache_size: int = 4096,
         validate_requests: bool = False,
     ) -> PolicyEngine:
         """Read and check everything; ``PolicyError`` with every ``file:line`` diagnostic on failure."""

@@ -49,11 +49,12 @@ from typing import Any
 import cedarpy
 
 from gateway.authz.cases import Case, CaseError, evaluate_case, mismatches, parse_case
-from gateway.authz.decision import DEFAULT_DENY, Decision, Verdict
-from gateway.authz.engine import FIELD_ACTION, FIELD_RESOURCE, PolicyEngine
+from gateway.authz.decision import Decision, Verdict
+from gateway.authz.engine import FIELD_ACTION, PolicyEngine
 from gateway.authz.entities import context_json, field_requests
 from gateway.authz.errors import PolicyError
 from gateway.authz.facts import Facts
+from gateway.authz.policyset import build_policy_set
 from gateway.identity.claims import principal_from_claims
 from gateway.identity.devtokens import token_claims
 from gateway.identity.principal import Principal
@@ -389,25 +390,34 @@ class _FactsTap:
         return self.decide(facts)
 
 
-def _field_permits(engine: PolicyEngine, facts: Facts, decision: Decision) -> set[str]:
+def field_policy_set(engine: PolicyEngine) -> cedarpy.PolicySet | None:
+    """Every policy that can decide a field (action ``read_field`` or any action), as one handle.
+
+    The engine evaluates a slice of these; slicing never changes an answer, so the whole set gives
+    the same decisions and names the same determining policies.
+    """
+    chosen = [p for p in engine.policies.policies if p.actions is None or FIELD_ACTION in p.actions]
+    return build_policy_set(chosen) if chosen else None
+
+
+def _field_permits(
+    engine: PolicyEngine, handle: cedarpy.PolicySet | None, facts: Facts, decision: Decision
+) -> set[str]:
     """The permits that let the visible response fields of an allowed decision be seen."""
     hidden = {m.category for m in decision.masks}
     visible = [c for c in facts.route.field_categories if c not in hidden]
-    if not visible:
-        return set()
-    principal = facts.principal
-    fields = engine.index.slice(FIELD_ACTION, FIELD_RESOURCE, "User" if principal.kind == "user" else "App",
-                                principal.roles)  # fmt: skip
-    if fields.handle is None:
+    if not visible or handle is None:
         return set()
     entities = cedarpy.Entities.from_json_str(engine.entities.field_entities_json(facts, visible), engine.schema)
     results = cedarpy.is_authorized_batch(
-        field_requests(facts, visible, context_json(facts)), fields.handle, entities, engine.schema
+        field_requests(facts, visible, context_json(facts)), handle, entities, engine.schema
     )
     return {policy for result in results if result.allowed for policy in result.diagnostics.reasons}
 
 
-def run_case(engine: PolicyEngine, suite_case: SuiteCase, tap: _FactsTap) -> Outcome:
+def run_case(
+    engine: PolicyEngine, suite_case: SuiteCase, tap: _FactsTap, fields_handle: cedarpy.PolicySet | None = None
+) -> Outcome:
     case = suite_case.case
     tap.last = None
     try:
@@ -423,7 +433,7 @@ def run_case(engine: PolicyEngine, suite_case: SuiteCase, tap: _FactsTap) -> Out
     for mask in decision.masks:
         determined.update(mask.policies)
     if decision.allowed and tap.last is not None:
-        determined |= _field_permits(engine, tap.last, decision)
+        determined |= _field_permits(engine, fields_handle, tap.last, decision)
     return Outcome(suite_case, decision, problems, frozenset(determined))
 
 
@@ -454,7 +464,8 @@ def run_suites(
     tap = _FactsTap(engine.decide)
     setattr(engine, "decide", tap)  # noqa: B010 - observe the facts without changing the decision
     try:
-        outcomes = [run_case(engine, c, tap) for c in cases]
+        fields_handle = field_policy_set(engine)
+        outcomes = [run_case(engine, c, tap, fields_handle) for c in cases]
     finally:
         delattr(engine, "decide")
     determined = set().union(*(o.determined for o in outcomes)) if outcomes else set()

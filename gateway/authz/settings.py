@@ -16,7 +16,7 @@ class AuthzSettings:
     resolver_timeout_seconds: float = 2.0
     resolver_cache_size: int = 4096
     decision_cache_size: int = 65536
-    entity_cache_size: int = 16384
+    entity_cache_size: int = 4096  # parsed Cedar entity sets (a few KB each)
     watch: bool = True  # poll the policy files' modification times and reload on change
     watch_interval_seconds: float = 2.0
     max_lift_body_bytes: int = 65536  # upper bound on any route's max_body_bytes

@@ -34,7 +34,9 @@ async def test_decisions_latency_and_queue_metrics(tmp_path: Path) -> None:
         for _ in range(4):
             await log.record(make_record(decision="deny", status=403, decision_us=30))
         await log.record(make_record(decision="deny", status=401, decision_us=10))
-        collected = points(reader)
+        gauges = points(reader)
+    # decision counts are recorded by the writer right after each commit; after close() all are in
+    collected = points(reader)
     decisions = {
         (p.attributes["privacy.decision.outcome"], p.attributes["http.response.status_code"]): p.value
         for p in collected["gateway.decisions"]
@@ -43,9 +45,9 @@ async def test_decisions_latency_and_queue_metrics(tmp_path: Path) -> None:
     histogram = {p.attributes["privacy.decision.outcome"]: p for p in collected["gateway.decision.duration"]}
     assert histogram["allow"].count == 10 and histogram["deny"].count == 5
     assert abs(histogram["allow"].sum - 10 * 120e-6) < 1e-9
-    assert [p.value for p in collected["gateway.audit.queue.depth"]] == [0]
-    assert [p.value for p in collected["gateway.audit.healthy"]] == [1]
-    assert "gateway.audit.export.lag" not in collected  # no exporter: nothing to report
+    assert [p.value for p in gauges["gateway.audit.queue.depth"]] == [0]
+    assert [p.value for p in gauges["gateway.audit.healthy"]] == [1]
+    assert "gateway.audit.export.lag" not in gauges  # no exporter: nothing to report
 
 
 async def test_export_lag_is_reported_while_the_collector_is_away(tmp_path: Path) -> None:

@@ -347,13 +347,15 @@ def gateway(
     *,
     resolver_url: str | None = None,
     audit_overrides: dict[str, Any] | None = None,
+    identity_overrides: dict[str, Any] | None = None,
     wait_ready: bool = True,
     **env_overrides: str,
 ) -> Iterator[Stack]:
     """The gateway as ``gateway serve`` builds it, on loopback, with the hardened HTTP protocol.
 
-    ``audit_overrides`` replace audit settings the configuration file does not expose (busy timeout,
-    export back-off) before start-up: the request path and the audit log are the real ones.
+    ``audit_overrides`` and ``identity_overrides`` replace settings the configuration does not expose
+    (busy timeout, export back-off, key fetch retry delays) before start-up; the request path, the
+    audit log and the authenticator are the real ones.
     """
     env = gateway_env(idp, upstream_url, audit_path, **env_overrides)
     if resolver_url:
@@ -364,6 +366,10 @@ def gateway(
         from gateway.audit.log import AuditLog
 
         app.audit = AuditLog(dataclasses.replace(app.audit.settings, **audit_overrides))
+    if identity_overrides:
+        from gateway.identity import Authenticator
+
+        app.authenticator = Authenticator(dataclasses.replace(app.authenticator.settings, **identity_overrides))
     options = uvicorn_options(config)
     for key in ("host", "port", "loop", "log_level"):
         options.pop(key)
