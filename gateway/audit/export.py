@@ -250,6 +250,7 @@ class OutboxExporter:
             else:
                 conn.execute("COMMIT")
                 self.lease_held = False
+                self.lag_seconds = None  # the process holding the lease reports it
                 return False
             conn.execute("COMMIT")
         except BaseException:

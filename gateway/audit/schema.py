@@ -25,6 +25,7 @@ from urllib.parse import quote
 from gateway.audit.record import DecisionRecord
 
 SCHEMA_VERSION = 1
+WRITER_CACHE_KIB = 65536
 
 TERM_CATEGORY = "c:"
 TERM_POLICY = "p:"
@@ -223,6 +224,8 @@ def connect_writer(path: str, *, durable: bool, busy_timeout: float) -> sqlite3.
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot switch {path} to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        # index pages of a large store (principal ids arrive in random order) stay in memory
+        conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         ensure_schema(conn)
     except BaseException:
         conn.close()

@@ -66,10 +66,6 @@ def _pick(values: tuple[str, ...], selector: str) -> str:
     return f"(CASE {selector} {arms} END)"
 
 
-def _pairs(pairs: list[tuple[int, str]]) -> str:
-    return ", ".join(f"({k}, {_literal(term)})" for k, term in pairs)
-
-
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -94,7 +90,12 @@ def generate_store(
         # a cheap integer hash of the record number: deterministic "random" picks per column
         return f"((((i + {seed * 1_000_003 + salt * 7_919}) * 2654435761) % 4294967291) / 13)"
 
-    denied = f"({h(1)} % 100 < {deny_percent})"
+    pick = {  # selector columns of the staging table, one hash each
+        "d": f"{h(1)} % 100 < {deny_percent}", "tn": f"{h(5)} % {len(TENANTS)}", "ro": f"{h(6)} % {len(ROLES)}",
+        "ac": f"{h(7)} % {len(ACTIONS)}", "ca": f"{h(8)} % {len(CATEGORIES)}", "pu": f"{h(9)} % {len(PURPOSES)}",
+        "po": f"{h(10)} % {len(POLICIES)}", "p": f"{h(0)} % {principals}",
+        "x1": h(2), "x2": h(3), "x3": h(4),
+    }
     policies = [json.dumps([p]) for p in POLICIES]
     columns = {
         "id": "i",
@@ -103,42 +104,50 @@ def generate_store(
         "gateway_id": f"'synthetic-' || ((i - 1) % {gateways})",
         "seq": f"(i - 1) / {gateways} + 1",
         "time_us": "t",
-        "trace_id": f"printf('%016x%016x', {h(2)}, {h(3)})",
-        "span_id": f"printf('%016x', {h(4)} * 2 + 1)",
+        "trace_id": "printf('%016x%016x', x1, x2)",
+        "span_id": "printf('%016x', x3 * 2 + 1)",
         "parent_span_id": "''",
         "method": "'GET'",
-        "path": f"'/tenants/' || {_pick(TENANTS, f'{h(5)} % 2')} || '/x/' || i",
+        "path": f"'/tenants/' || {_pick(TENANTS, 'tn')} || '/x/' || i",
         "route": "'/tenants/{tid}/x/{id}'",
-        "tenant": _pick(TENANTS, f"{h(5)} % 2"),
-        "resource_tenant": _pick(TENANTS, f"{h(5)} % 2"),
-        "principal_kind": f"CASE WHEN {h(6)} % {len(ROLES)} = {len(ROLES) - 1} THEN 'app' ELSE 'user' END",
+        "tenant": _pick(TENANTS, "tn"),
+        "resource_tenant": _pick(TENANTS, "tn"),
+        "principal_kind": f"CASE WHEN ro = {len(ROLES) - 1} THEN 'app' ELSE 'user' END",
         "principal_id": "printf('%08x-0000-4000-8000-%012x', p, p * 7919)",
         "client_id": "'client'",
-        "roles": _pick(tuple(json.dumps(r) for r in ROLES), f"{h(6)} % {len(ROLES)}"),
-        "action": _pick(tuple(a for a, _ in ACTIONS), f"{h(7)} % {len(ACTIONS)}"),
-        "resource_type": _pick(tuple(r for _, r in ACTIONS), f"{h(7)} % {len(ACTIONS)}"),
+        "roles": _pick(tuple(json.dumps(r) for r in ROLES), "ro"),
+        "action": _pick(tuple(a for a, _ in ACTIONS), "ac"),
+        "resource_type": _pick(tuple(r for _, r in ACTIONS), "ac"),
         "resource_id": "CAST(i AS TEXT)",
-        "categories": _pick(tuple(json.dumps(c) for c in CATEGORIES), f"{h(8)} % {len(CATEGORIES)}"),
-        "purpose": _pick(PURPOSES, f"{h(9)} % {len(PURPOSES)}"),
+        "categories": _pick(tuple(json.dumps(c) for c in CATEGORIES), "ca"),
+        "purpose": _pick(PURPOSES, "pu"),
         "recipient": "''",
         "consent_ref": "''",
-        "decision": f"CASE WHEN {denied} THEN 'deny' ELSE 'allow' END",
-        "reason": f"CASE WHEN {denied} THEN 'policy' ELSE 'allowed' END",
-        "policies": f"CASE WHEN {denied} THEN '[\"default-deny\"]' ELSE "
-                    f"{_pick(tuple(policies), f'{h(10)} % {len(POLICIES)}')} END",
+        "decision": "CASE WHEN d THEN 'deny' ELSE 'allow' END",
+        "reason": "CASE WHEN d THEN 'policy' ELSE 'allowed' END",
+        "policies": f"CASE WHEN d THEN '[\"default-deny\"]' ELSE {_pick(tuple(policies), 'po')} END",
         "clauses": "'[]'",
         "masked_fields": "'[]'",
         "policy_hash": "'hash'",
-        "status": f"CASE WHEN {denied} THEN 403 ELSE 200 END",
+        "status": "CASE WHEN d THEN 403 ELSE 200 END",
         "decision_us": "40 + i % 200",
-        "upstream_ms": f"CASE WHEN {denied} THEN 0.0 ELSE 1.5 END",
+        "upstream_ms": "CASE WHEN d THEN 0.0 ELSE 1.5 END",
         "duration_us": "0",
         "extra": "'{}'",
     }
     assert tuple(columns) == DECISION_COLUMNS
+    # one term column per slot: first category, second category (or NULL), policy, purpose
+    first = tuple(TERM_CATEGORY + combo[0] for combo in CATEGORIES)
+    second = tuple(TERM_CATEGORY + combo[1] if len(combo) > 1 else "" for combo in CATEGORIES)
+    term = (
+        f"CASE s WHEN 0 THEN {_pick(first, 'ca')} WHEN 1 THEN {_pick(second, 'ca')} "
+        f"WHEN 2 THEN CASE WHEN d THEN '{TERM_POLICY}default-deny' "
+        f"ELSE {_pick(tuple(TERM_POLICY + p for p in POLICIES), 'po')} END "
+        f"ELSE {_pick(tuple(TERM_PURPOSE + p for p in PURPOSES), 'pu')} END"
+    )
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        # Bulk load: no journal, no fsync, a large page cache, in-memory sorting, indexes afterwards.
+        # Bulk load: no journal, no fsync, a large page cache, in-memory temporary data, indexes afterwards.
         conn.execute("PRAGMA journal_mode = OFF")
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute("PRAGMA cache_size = -262144")
@@ -146,32 +155,23 @@ def generate_store(
         ensure_schema(conn, with_indexes=False)
         conn.execute("BEGIN")
         conn.execute(
-            f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :records), "
-            f"r(i, t, p) AS (SELECT i, :start + (i - 1) * :step, {h(0)} % :principals FROM n) "
-            f"INSERT INTO decisions ({', '.join(columns)}) SELECT {', '.join(columns.values())} FROM r",
-            {"records": records, "start": start_us, "step": step, "principals": principals},
-        )
-        # The terms come from the same selectors, joined to small tables of (selector, term): no JSON
-        # parsing, and no sort (each term's rows arrive in (time, id) order, so every insert appends
-        # to the end of that term's key range, whose pages stay in the cache).
-        category_terms = [(k, TERM_CATEGORY + c) for k, combo in enumerate(CATEGORIES) for c in combo]
-        policy_terms = [(k, TERM_POLICY + p) for k, p in enumerate(POLICIES)]
-        policy_terms.append((len(POLICIES), TERM_POLICY + "default-deny"))
-        purpose_terms = [(k, TERM_PURPOSE + p) for k, p in enumerate(PURPOSES)]
-        conn.execute(
-            f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :records), "
-            f"ct(k, term) AS (VALUES {_pairs(category_terms)}), "
-            f"pt(k, term) AS (VALUES {_pairs(policy_terms)}), "
-            f"ut(k, term) AS (VALUES {_pairs(purpose_terms)}), "
-            f"r(i, t, denied, c, p, u) AS (SELECT i, :start + (i - 1) * :step, {denied}, "
-            f"  {h(8)} % {len(CATEGORIES)}, CASE WHEN {denied} THEN {len(POLICIES)} ELSE {h(10)} % {len(POLICIES)} END, "
-            f"  {h(9)} % {len(PURPOSES)} FROM n) "
-            "INSERT INTO decision_terms (term, time_us, ref, denied) "
-            "SELECT x.term, r.t, r.i, r.denied FROM r JOIN ("
-            " SELECT k, term, 0 AS kind FROM ct UNION ALL SELECT k, term, 1 FROM pt UNION ALL SELECT k, term, 2 FROM ut"
-            ") AS x ON x.k = CASE x.kind WHEN 0 THEN r.c WHEN 1 THEN r.p ELSE r.u END",
+            f"CREATE TEMP TABLE picks AS WITH RECURSIVE n(i) AS "
+            f"(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :records) "
+            f"SELECT i, :start + (i - 1) * :step AS t, {', '.join(f'{v} AS {k}' for k, v in pick.items())} FROM n",
             {"records": records, "start": start_us, "step": step},
         )
+        conn.execute(
+            f"INSERT INTO decisions ({', '.join(columns)}) SELECT {', '.join(columns.values())} FROM picks"
+        )
+        # Each term's rows arrive in (time, id) order, so every insert appends to the end of that
+        # term's key range, whose pages stay in the cache: cheaper than sorting.
+        conn.execute(
+            "INSERT INTO decision_terms (term, time_us, ref, denied) "
+            f"SELECT term, t, i, d FROM (SELECT picks.i, picks.t, picks.d, {term} AS term "
+            "FROM picks CROSS JOIN (SELECT 0 AS s UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) "
+            ") WHERE term != ''"
+        )
+        conn.execute("DROP TABLE picks")
         conn.execute("COMMIT")
         create_indexes(conn)  # no ANALYZE: the queries must plan well without statistics, as in production
         conn.execute("PRAGMA journal_mode = WAL")

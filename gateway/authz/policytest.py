@@ -28,9 +28,14 @@ wherever a tenant, path parameter or consent party is written, and a user alias 
 
 Coverage: a policy is covered when it determined some case's decision: a permit of an allowed
 request, a forbid of a refused one, a forbid that masked a field, or the permit that let a field be
-seen (the engine keeps only hiding policies, so that last one is asked of Cedar again, with the
-facts the engine decided on and the engine's own entity builders). Coverage is reported per folder
-(``base``, ``packs/aircall``, ...) and overall; ``--threshold`` fails the run under a percentage.
+seen. The engine keeps only the policies that hide a field, so for that last one the visible fields'
+categories are asked of Cedar again, with the facts the engine decided on (observed by wrapping
+``engine.decide``), the engine's entity builders, and every policy that can decide a field (slicing
+never changes an answer). Coverage is reported per folder (``base``, ``packs/aircall``, ...) and
+overall; ``--threshold`` fails the run under a percentage.
+
+Exit status: 0 when every case passed (and coverage reaches the threshold), 1 when not, 2 when the
+policies or a suite cannot be read (``file:line`` diagnostics on stderr).
 """
 
 from __future__ import annotations
@@ -91,9 +96,10 @@ class Fixtures:
         """A user alias, tenant alias or literal (oids, role names)."""
         return self.users.get(value, self.tenants.get(value, value))
 
-    def fill(self, template: str) -> str:
-        """``{alias}`` -> its id, for tenants and users."""
-        for alias, value in (*self.tenants.items(), *self.users.items()):
+    def fill(self, template: str, *, users: bool = True) -> str:
+        """``{alias}`` -> its id, for tenants (and users, unless ``users`` is False)."""
+        names = (*self.tenants.items(), *self.users.items()) if users else tuple(self.tenants.items())
+        for alias, value in names:
             template = template.replace("{" + alias + "}", value)
         return template
 
@@ -223,6 +229,8 @@ def build_case(raw: Any, where: str, engine: PolicyEngine, fixtures: Fixtures) -
         data["time"] = fixtures.time
     if isinstance(data.get("expect"), str):
         data["expect"] = {"decision": data["expect"]}
+    if not isinstance(data.get("expect"), dict) or "decision" not in data["expect"]:
+        raise SuiteError(f'{where}: a case needs expect = {{ decision = "allow" | "deny", ... }}')
     try:
         case = parse_case(data, where, fixtures.tenant_facts)
     except CaseError as exc:
@@ -238,6 +246,8 @@ def build_demo_call(raw: Any, where: str, fixtures: Fixtures) -> SuiteCase:
     unknown = set(raw) - _DEMO_KEYS
     if unknown:
         raise SuiteError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    if raw.get("expect") not in ("allow", "deny"):
+        raise SuiteError(f'{where}: expect must be "allow" or "deny"')
     token = raw.get("token")
     if not isinstance(token, dict) or not isinstance(token.get("tenant"), str):
         raise SuiteError(f"{where}: token needs at least a tenant")
@@ -261,7 +271,11 @@ def build_demo_call(raw: Any, where: str, fixtures: Fixtures) -> SuiteCase:
     data: dict[str, Any] = {
         "name": str(raw.get("title", where)),
         "principal": _principal_dict(principal),
-        "request": {"method": str(raw.get("method", "GET")), "path": fixtures.fill(str(raw.get("path", "")))},
+        # `gateway demo` substitutes tenants only, so a demo path may name no user alias
+        "request": {
+            "method": str(raw.get("method", "GET")),
+            "path": fixtures.fill(str(raw.get("path", "")), users=False),
+        },
         "purpose": raw.get("purpose"),
         "expect": {"decision": raw.get("expect")},
     }
@@ -504,11 +518,13 @@ def format_failure(outcome: Outcome) -> str:
         expect.policies if expect is not None else None,
         expect.masked if expect is not None else None,
     )
+    shown_masks = (expect is not None and expect.masked is not None) or decision.masks
+    masked = decision.masked_pointers if shown_masks else None
     lines = [
         f"FAIL {case.source}  {case.name}",
         f"     request:  {_describe_request(case, decision)}",
         f"     expected: {expected}",
-        f"     actual:   {_verdict(decision.allowed, decision.policy_ids, decision.masked_pointers)}",
+        f"     actual:   {_verdict(decision.allowed, decision.policy_ids, masked)}",
     ]
     for reason in decision.reasons:
         lines.append(f"       - {reason['policy']}: {reason['clause']}  ({reason['source']})")
@@ -603,7 +619,7 @@ def register(policy_subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gateway policy test", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="gateway policy test", description=(__doc__ or "").split("\n\n")[0])
     add_arguments(parser)
     return command(parser.parse_args(argv))
 

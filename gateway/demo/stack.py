@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.config import load_config
 from gateway.demo import tenants
 
 STOP_TIMEOUT_SECONDS = 35.0
@@ -30,9 +32,11 @@ START_TIMEOUT_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class DemoCall:
-    """One example request: who calls, what, and why it is allowed or refused."""
+    """One example request: who calls, what, and the rule it shows (from a pack's ``demo.toml``)."""
 
+    pack: str
     title: str
+    expect: str
     method: str
     path: str
     purpose: str
@@ -41,29 +45,41 @@ class DemoCall:
     body: str | None = None
 
 
-def demo_calls() -> list[DemoCall]:
-    a, b = tenants.CONTOSO_TENANT, tenants.FABRIKAM_TENANT
-    support = {"tenant": a, "roles": ["Support.Agent"]}
-    return [
-        DemoCall("Support agent reads a payment (card number masked)", "GET", f"/tenants/{a}/payments/pay-a-005",
-                 "essential.service.operations.support", support),
-        DemoCall("Support agent reads a contact", "GET", f"/tenants/{a}/contacts/ct-a-001",
-                 "essential.service.operations.support", support),
-        DemoCall("Support agent tries another tenant's contact (refused: tenant isolation)", "GET",
-                 f"/tenants/{b}/contacts/ct-b-001", "essential.service.operations.support", support),
-        DemoCall("Support agent declares an advertising purpose (refused: purpose limitation)", "GET",
-                 f"/tenants/{a}/contacts/ct-a-001", "marketing.advertising", support),
-        DemoCall("Analyst reads aggregated survey results", "GET", f"/tenants/{a}/surveys/sv-a-001/results",
-                 "analytics.reporting", {"tenant": a, "roles": ["Analyst"]}),
-        DemoCall("Analyst asks for per-respondent answers (refused)", "GET",
-                 f"/tenants/{a}/surveys/sv-a-001/responses", "analytics.reporting",
-                 {"tenant": a, "roles": ["Analyst"]}),
-        DemoCall("Mail backend reads a user's messages", "GET", "/gmail/v1/users/me/messages", "essential.service",
-                 {"tenant": a, "app": "mail-backend", "roles": ["Service.Mail"]}),
-        DemoCall("Mail backend reads Gmail data for advertising (refused: Google Limited Use)", "GET",
-                 "/gmail/v1/users/me/messages", "marketing.advertising",
-                 {"tenant": a, "app": "mail-backend", "roles": ["Service.Mail"]}),
-    ]
+def demo_calls(policies_dir: Path) -> list[DemoCall]:
+    """Every pack's demo calls, with tenant and user aliases resolved from ``packs/fixtures.toml``."""
+    packs = policies_dir / "packs"
+    aliases: dict[str, Any] = {}
+    fixtures_file = packs / "fixtures.toml"
+    if fixtures_file.is_file():
+        aliases = tomllib.loads(fixtures_file.read_text())
+    tenant_ids = {name: spec["id"] for name, spec in aliases.get("tenants", {}).items()}
+    tenant_ids.setdefault("contoso", tenants.CONTOSO_TENANT)
+    tenant_ids.setdefault("fabrikam", tenants.FABRIKAM_TENANT)
+    users: dict[str, str] = aliases.get("users", {})
+    calls: list[DemoCall] = []
+    for demo_file in sorted(packs.glob("*/demo.toml")):
+        for spec in tomllib.loads(demo_file.read_text()).get("call", []):
+            path = spec["path"]
+            for name, tid in tenant_ids.items():
+                path = path.replace("{" + name + "}", tid)
+            token = dict(spec["token"])
+            token["tenant"] = tenant_ids.get(token.get("tenant", "contoso"), token.get("tenant"))
+            if "user" in token:
+                token["user"] = users.get(token["user"], token["user"])
+            calls.append(
+                DemoCall(
+                    pack=demo_file.parent.name,
+                    title=spec["title"],
+                    expect=spec.get("expect", "allow"),
+                    method=spec.get("method", "GET"),
+                    path=path,
+                    purpose=spec["purpose"],
+                    token=token,
+                    headers=tuple((k, str(v)) for k, v in spec.get("headers", {}).items()),
+                    body=spec.get("body"),
+                )
+            )
+    return calls
 
 
 def _wait_http(url: str, deadline: float, process: subprocess.Popen[bytes], name: str) -> None:
@@ -149,10 +165,14 @@ def command(args: argparse.Namespace) -> int:
         print(f"\nprivacy gateway demo: gateway {gateway_url}, upstream {upstream_url}, identity provider {idp_url}")
         audit_path = dev_dir / "audit.sqlite"
         print(f"audit store: {audit_path}  (query it: gateway audit query --path {audit_path})\n")
-        for call in demo_calls():
+        current_pack = ""
+        for call in demo_calls(Path(load_config(None).policies.dir)):
+            if call.pack != current_pack:
+                current_pack = call.pack
+                print(f"## {current_pack}\n")
             spec = dict(call.token)
             token = mint_token(dev_dir, spec.pop("tenant"), authority=idp_url, **spec)
-            print(f"# {call.title}")
+            print(f"# {call.title} -> expect {call.expect}")
             print(curl_line(call, gateway_url, token))
             print()
         print("Press Ctrl-C to stop.", flush=True)

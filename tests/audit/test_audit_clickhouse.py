@@ -152,7 +152,7 @@ def run(db: Any, sql: str) -> list[dict[str, Any]]:
     return result
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(flt=filters)
 def test_listing_matches_sqlite(engines: tuple[Path, Any], flt: AuditFilter) -> None:
     path, db = engines
@@ -161,7 +161,7 @@ def test_listing_matches_sqlite(engines: tuple[Path, Any], flt: AuditFilter) -> 
     assert run(db, clickhouse_query(flt)) == expected
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(flt=filters, by=st.sampled_from(["category", "policy", "purpose", "principal", "decision", "status"]),
        per=st.sampled_from([None, "day", "hour"]))
 def test_counts_match_sqlite(engines: tuple[Path, Any], flt: AuditFilter, by: str, per: str | None) -> None:

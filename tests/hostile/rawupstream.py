@@ -92,7 +92,7 @@ class RawUpstream:
         if mode == "close-early":
             return False
         if mode == "reset-mid":
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
             conn.sendall(b"r" * 65536)
             time.sleep(0.05)
             _reset(conn)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import http.client
 import json
 import os
 import socket
@@ -233,16 +234,19 @@ class Ledger:
     def fault(self, name: str) -> None:
         self.faults.append(name)
 
-    def saw(self, audit_path: Path, reply: Reply | RawReply | None) -> None:
+    def saw(self, audit_path: Path, reply: Reply | RawReply | http.client.HTTPResponse | None) -> None:
         """One request sent; ``reply`` is what came back (None: the connection failed)."""
         self.requests += 1
         if reply is None:
             self.unanswered += 1
             return
-        decision_id = reply.header("X-Decision-Id")
+        if isinstance(reply, http.client.HTTPResponse):
+            decision_id = reply.getheader("X-Decision-Id")
+        else:
+            decision_id = reply.header("X-Decision-Id")
         if not decision_id:
             self.without_id += 1
-        elif protocol_refusal(reply) and not PROTOCOL_HOOK:
+        elif not isinstance(reply, http.client.HTTPResponse) and protocol_refusal(reply) and not PROTOCOL_HOOK:
             self.unaudited += 1
         else:
             self._pending.setdefault(audit_path, set()).add(decision_id)

@@ -52,9 +52,7 @@ def test_output_without_the_result_line_is_an_error_not_a_zero() -> None:
 
 
 def test_counts_non_2xx_and_socket_errors_apart() -> None:
-    r = WrkResult(
-        1000, 1.0, 32, {"p50": 1.0}, {"connect": 1, "read": 2, "write": 0, "status": 250, "timeout": 3}
-    )
+    r = WrkResult(1000, 1.0, 32, {"p50": 1.0}, {"connect": 1, "read": 2, "write": 0, "status": 250, "timeout": 3})
     assert r.socket_errors == 6
     assert r.non_2xx_share == 0.25
 
@@ -106,7 +104,7 @@ def test_medians_ratios_and_added_latency() -> None:
     assert comp["vs_bare"] == pytest.approx(10_000 / 12_000)
     assert comp["vs_envoy_jwt"] == pytest.approx(10_000 / 18_000)
     assert comp["added_p50_1c_us"] == pytest.approx(150 - 20)
-    assert comp["added_p99_1c_us"] == pytest.approx(900 - 300)
+    assert comp["added_p99_1c_us"] == pytest.approx(900 - 20)  # the tail above direct's median
     assert report.comparisons(t)["gateway-ref"]["vs_direct"] is None
 
 
@@ -116,10 +114,10 @@ def test_goal_lines_say_met_or_missed() -> None:
     assert goals[">= 0.75 x bare Python proxy"].met is True  # 0.83
     assert goals[">= 0.5 x Envoy with jwt_authn"].met is True  # 0.56
     assert goals["added median latency at 1 connection <= 150 us (proxy on its own CPU)"].met is True  # +130
-    assert goals["added p99 at 1 connection <= 1 ms (proxy on its own CPU)"].met is True  # +600 us
+    assert goals["p99 at 1 connection <= 1 ms above direct's median (proxy on its own CPU)"].met is True  # +880
     assert goals["added median latency at 1 connection <= 150 us (proxy on wrk's CPU)"].met is None
     assert goals["2 workers >= 1.6 x one"].met is True  # 1.7
-    assert "0.80 x async" in goals["durable audit mode: cost stated"].measured
+    assert goals["durable audit mode: cost stated"].measured == "0.80 x async req/s, CPU/req 125 us vs 100 us"
     slower = targets()
     slower["gateway-2w"] = targets()["gateway-durable"]
     assert {g.goal: g for g in report.goal_check(slower)}["2 workers >= 1.6 x one"].met is False
@@ -153,9 +151,7 @@ def test_markdown_and_json_outputs(tmp_path: Path) -> None:
     assert data["targets"]["gateway"]["runs"]["plain@32"]["median"]["rps"] == pytest.approx(10_000)
     assert len(data["targets"]["gateway"]["runs"]["plain@32"]["rounds"]) == 3
     assert data["targets"]["gateway"]["rss_peak_per_worker_mb"] == 50.0
-    assert data["targets"]["gateway"]["runs"]["plain@32"]["cpu_median"][
-        "cpu_us_per_request"
-    ] == pytest.approx(100)
+    assert data["targets"]["gateway"]["runs"]["plain@32"]["cpu_median"]["cpu_us_per_request"] == pytest.approx(100)
 
 
 def test_cpu_per_request_by_thread_and_noise_warning() -> None:

@@ -148,8 +148,10 @@ expect = { decision = "allow" }
         ('[[case]]\nname = "x"\nprincipal = { kind = "user", tenant = "contoso" }\nroute = "contacts.read"\n'
          'params = { tid = "contoso" }\npurpose = "essential.service"\n', "needs the parameter 'id'"),
         ('[[case]\nname = "x"\n', "cases.toml:1: TOML syntax"),
+        ('[[case]]\nname = "x"\nprincipal = { kind = "user", tenant = "contoso" }\nroute = "contacts.list"\n'
+         'params = { tid = "contoso" }\npurpose = "essential.service"\n', "a case needs expect"),
         ('[[case]]\nname = "x"\nprincipal = { kind = "user", tenant = "contoso" }\nrequest = { path = "/x" }\n'
-         'purpose = "essential.service"\nsurprise = 1\n', "unknown keys surprise"),
+         'purpose = "essential.service"\nsurprise = 1\nexpect = "deny"\n', "unknown keys surprise"),
     ],
 )  # fmt: skip
 def test_a_malformed_suite_is_an_error_with_its_location(
