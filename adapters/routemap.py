@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import quote
 
 from adapters.pathnorm import PathRejected, canonical_path, normalise_path
 
 MaskStyle = Literal["last4", "redact"]
 LiftKind = Literal["email", "string"]
+FactKind = Literal["age", "bool"]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 REQUIREMENTS = frozenset({"recipient", "consent"})
@@ -40,6 +42,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _ROUTE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _CATEGORY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+_SETTING_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class RouteMapError(ValueError):
@@ -84,6 +87,24 @@ class LiftRule:
 
 
 @dataclass(frozen=True, slots=True)
+class FactRule:
+    """A fact about the record, read from a JSON document into ``context.record.<name>``.
+
+    The document is the upstream's answer (checked after it answered), or the one ``facts_from``
+    names (fetched before forwarding). ``kind`` says how the value is read: ``age`` takes a time
+    (RFC 3339 with an offset, or seconds since the epoch) and gives the record's age in whole days
+    at the moment of the decision; ``bool`` takes a JSON boolean. A ``*`` in the pointer reads the
+    fact from every item of an array (each item is decided on its own). ``required``: a document
+    without the fact (or with a value of another type) is refused, never passed on unchecked.
+    """
+
+    name: str
+    pointer: Pointer
+    kind: FactKind
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Segment:
     literal: str | None  # a literal segment, or None for a parameter
     param: str | None
@@ -109,10 +130,21 @@ class Route:
     resolve: frozenset[str]
     source: str  # "file:line" of the route's declaration
     map_name: str
+    response_facts: tuple[FactRule, ...] = ()
+    facts_items: Pointer | None = None  # the array whose items the facts are read from (a "*" pointer)
+    facts_from: str | None = None  # a GET path template: read the facts from it before forwarding
+    tenant_retention: str | None = None  # the key of the tenant settings' retention_days for these records
 
     @property
     def field_categories(self) -> tuple[str, ...]:
         return tuple(sorted({f.category for f in self.fields}))
+
+    def facts_path(self, params: Mapping[str, str]) -> str:
+        """``facts_from`` with the request's path parameters (each percent-encoded as one segment)."""
+        path = self.facts_from or ""
+        for name, value in params.items():
+            path = path.replace("{" + name + "}", quote(value, safe=""))
+        return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +285,46 @@ def _lift_rules(raw: Any) -> tuple[LiftRule, ...]:
     return tuple(rules)
 
 
+def _fact_rules(raw: Any) -> tuple[tuple[FactRule, ...], Pointer | None]:
+    """The route's record facts, and the array they are read from when they name array items."""
+    if raw is None:
+        return (), None
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("response_facts must be a non-empty list of {name, pointer, kind, required} tables")
+    rules: list[FactRule] = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"name", "pointer", "kind", "required"}:
+            raise ValueError("each response fact is a table with name, pointer, kind and optional required")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"response fact name {name!r} is not an identifier")
+        kind = item.get("kind")
+        if kind not in ("age", "bool"):
+            raise ValueError(f"response fact kind {kind!r}: expected 'age' or 'bool'")
+        required = item.get("required", True)
+        if not isinstance(required, bool):
+            raise ValueError("response fact required must be a boolean")
+        rules.append(FactRule(name, Pointer.parse(str(item.get("pointer", ""))), kind, required))
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ValueError("a response fact name is listed twice")
+    stars = [r.pointer.tokens.count("*") for r in rules]
+    if max(stars) > 1:
+        raise ValueError("a response fact pointer has at most one '*'")
+    if max(stars) == 0:
+        return tuple(rules), None
+    if min(stars) == 0:
+        raise ValueError("response facts are read either from the whole answer or from array items, not both")
+    prefixes = {r.pointer.tokens[: r.pointer.tokens.index("*")] for r in rules}
+    if len(prefixes) != 1:
+        raise ValueError("response facts with '*' must all name items of the same array")
+    prefix = prefixes.pop()
+    if not prefix or any(r.pointer.tokens[-1] == "*" for r in rules):
+        raise ValueError("a '*' response fact names a member of the items of an array inside the answer")
+    text = "/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in prefix)
+    return tuple(rules), Pointer(text, prefix)
+
+
 _ROUTE_KEYS = frozenset(
     {
         "id",
@@ -269,6 +341,9 @@ _ROUTE_KEYS = frozenset(
         "max_body_bytes",
         "require",
         "resolve",
+        "response_facts",
+        "facts_from",
+        "tenant_retention",
     }
 )
 
@@ -320,6 +395,17 @@ def _route(item: Any, params: Mapping[str, str], map_name: str, where: str) -> R
         raise ValueError(f"resolve: unknown {sorted(resolve - RESOLVABLE)} (known: {sorted(RESOLVABLE)})")
     if "consent_owner" in resolve and not item.get("resource_id"):
         raise ValueError("resolve = ['consent_owner'] needs resource_id naming the consent id parameter")
+    response_facts, facts_items = _fact_rules(item.get("response_facts"))
+    facts_from = item.get("facts_from")
+    if facts_from is not None:
+        _check_facts_from(facts_from, names, response_facts, facts_items)
+    tenant_retention = item.get("tenant_retention")
+    if tenant_retention is not None and (
+        not isinstance(tenant_retention, str) or not _SETTING_KEY.fullmatch(tenant_retention)
+    ):
+        raise ValueError("tenant_retention must name a key of the tenant settings' retention_days (lower case)")
+    if tenant_retention is not None and tenant_param is None:
+        raise ValueError("tenant_retention needs a tenant parameter: the settings are fetched per tenant")
     return Route(
         id=route_id,
         method=method,
@@ -338,7 +424,24 @@ def _route(item: Any, params: Mapping[str, str], map_name: str, where: str) -> R
         resolve=resolve,
         source=where,
         map_name=map_name,
+        response_facts=response_facts,
+        facts_items=facts_items,
+        facts_from=facts_from,
+        tenant_retention=tenant_retention,
     )
+
+
+def _check_facts_from(template: Any, names: set[str], facts: tuple[FactRule, ...], items: Pointer | None) -> None:
+    if not isinstance(template, str) or not template.startswith("/") or "//" in template:
+        raise ValueError("facts_from must be a path starting with '/'")
+    if not facts or items is not None:
+        raise ValueError("facts_from needs response_facts naming members of one record (no '*')")
+    for part in template[1:].split("/"):
+        if part.startswith("{") and part.endswith("}"):
+            if part[1:-1] not in names:
+                raise ValueError(f"facts_from: {part} is not a parameter of the route")
+        elif not part or "{" in part or "}" in part or normalise_path("/" + part) != (part,):
+            raise ValueError(f"facts_from: literal segment {part!r} must be written decoded")
 
 
 def load_route_map(path: str | Path) -> list[Route]:

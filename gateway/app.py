@@ -16,6 +16,7 @@ import signal
 import time
 from typing import Any
 
+import aiohttp
 from multidict import CIMultiDict
 
 from gateway.audit.ids import uuid7
@@ -52,12 +53,14 @@ JSON = b"application/json"
 class Exchange:
     """The client side of one request: its audit record and whether the response has started."""
 
-    __slots__ = ("record", "send", "started")
+    __slots__ = ("audited", "clock", "record", "send", "started")
 
-    def __init__(self, send: Send, record: DecisionRecord) -> None:
+    def __init__(self, send: Send, record: DecisionRecord, clock: float) -> None:
         self.send = send
         self.record = record
+        self.clock = clock
         self.started = False
+        self.audited = False
 
     async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.started = True
@@ -108,12 +111,12 @@ class Gateway:
         started = time.time()
         clock = time.perf_counter()
         record = DecisionRecord(decision_id=uuid7(), time=started, method=scope["method"], path=scope["path"])
-        exchange = Exchange(send, record)
+        exchange = Exchange(send, record, clock)
         try:
             await self._process(scope, receive, exchange, clock)
         except Exception:
             logger.exception("unexpected error handling request %s", record.decision_id)
-            if not exchange.started:
+            if not exchange.started and not exchange.audited:
                 record.reason = "internal_error"
                 await self._problem(exchange, 500, "the gateway failed to handle this request")
 
@@ -253,7 +256,12 @@ class Gateway:
         headers.append((b"x-decision-id", record.decision_id.encode()))
         exchange.started = True
         await exchange.send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await relay_body(response, exchange.send)
+        try:
+            await relay_body(response, exchange.send)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Too late for a status: leaving the body incomplete makes the server cut the connection,
+            # which is how the client learns the response is truncated.
+            logger.warning("upstream broke off the response to %s: %s", record.decision_id, type(exc).__name__)
 
     async def _respond_masked(self, exchange: Exchange, response: Any, decision: Decision) -> None:
         record = exchange.record
@@ -296,6 +304,8 @@ class Gateway:
     async def _audit(self, exchange: Exchange) -> bool:
         """Write the record; on a fail-closed store failure answer 503 instead. True = go on."""
         record = exchange.record
+        record.duration_us = _elapsed_us(exchange.clock)
+        exchange.audited = True
         try:
             await self.audit.record(record)
         except AuditUnavailable:

@@ -63,6 +63,7 @@ class IdentityConfig:
     unknown_kid_cooldown_seconds: float = 10.0
     http_timeout_seconds: float = 5.0
     token_cache_size: int = 10000
+    max_metadata_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class PoliciesConfig:
     watch_interval_seconds: float = 2.0
     decision_cache_size: int = 65536
     resolver_ttl_seconds: float = 30.0
+    resolver_timeout_seconds: float = 2.0
     resolver_url: str = ""  # facts (tenant settings, opt-outs, consents) come from here; "" = upstream.url
 
 
@@ -91,6 +93,10 @@ class AuditConfig:
     export_batch_size: int = 512
     retention_days: int = 400
     service_name: str = "privacy-gateway"
+    gateway_id: str = ""  # names this writer in the store; "" = {hostname}-{pid}
+    busy_timeout_seconds: float = 5.0
+    otlp_timeout_seconds: float = 10.0
+    export_max_backoff_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

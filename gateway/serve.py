@@ -45,6 +45,7 @@ def build_gateway(config: Config) -> Any:
             unknown_kid_cooldown_seconds=identity.unknown_kid_cooldown_seconds,
             http_timeout_seconds=identity.http_timeout_seconds,
             token_cache_size=identity.token_cache_size,
+            max_metadata_bytes=identity.max_metadata_bytes,
         )
     )
     policies = config.policies
@@ -54,6 +55,7 @@ def build_gateway(config: Config) -> Any:
             route_maps=policies.route_maps,
             resolver_url=policies.resolver_url or config.upstream.url,
             resolver_ttl_seconds=policies.resolver_ttl_seconds,
+            resolver_timeout_seconds=policies.resolver_timeout_seconds,
             decision_cache_size=policies.decision_cache_size,
             watch=policies.watch,
             watch_interval_seconds=policies.watch_interval_seconds,
@@ -72,6 +74,10 @@ def build_gateway(config: Config) -> Any:
             export_batch_size=audit.export_batch_size,
             retention_days=audit.retention_days,
             service_name=audit.service_name,
+            gateway_id=audit.gateway_id,
+            busy_timeout_seconds=audit.busy_timeout_seconds,
+            otlp_timeout_seconds=audit.otlp_timeout_seconds,
+            export_max_backoff_seconds=audit.export_max_backoff_seconds,
         )
     )
     return Gateway(

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.demo.tenants import TENANTS
 from load.measure import report
 from load.measure.check import check_mix
 from load.measure.mix import Mix, WireRequest, plain_request, realistic_mix, wire_requests, write_lua_requests
@@ -48,25 +49,17 @@ RETRY_FOREIGN_CPU = 0.25  # redo a run when other processes took more than this 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="load/run.sh", description=__doc__.split("\n\n")[0] if __doc__ else ""
-    )
+    parser = argparse.ArgumentParser(prog="load/run.sh", description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument(
         "--quick", action="store_true", help="fewer targets (direct, envoy-jwt, bare, gateway), 1 round"
     )
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds per 32-connection run (default 5, quick 3)"
     )
-    parser.add_argument(
-        "--duration-1c", type=float, default=None, help="seconds per 1-connection run (default 2)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=None, help="rounds (default 3, quick 1); figures are medians"
-    )
+    parser.add_argument("--duration-1c", type=float, default=None, help="seconds per 1-connection run (default 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, quick 1); figures are medians")
     parser.add_argument("--only", metavar="NAME[,NAME]", help="only these targets (see README for names)")
-    parser.add_argument(
-        "--connections", type=int, default=32, help="connections of the loaded runs (default 32)"
-    )
+    parser.add_argument("--connections", type=int, default=32, help="connections of the loaded runs (default 32)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--retry-noisy",
@@ -75,18 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="redo a run up to N times when other processes took >25%% of the proxy's CPU (default 1)",
     )
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="output directory (default load/results)")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", help="soak mode: RSS of one gateway worker over time")
     parser.add_argument(
-        "--results", type=Path, default=RESULTS_DIR, help="output directory (default load/results)"
-    )
-    parser.add_argument(
-        "--soak", type=float, metavar="SECONDS", help="soak mode: RSS of one gateway worker over time"
-    )
-    parser.add_argument(
-        "--profile", type=float, metavar="SECONDS", help="profile mode: py-spy on one gateway worker"
+        "--profile", type=float, metavar="SECONDS", help="profile mode: py-spy on one worker of --profile-target"
     )
     parser.add_argument("--profile-scenario", choices=("mix", "plain"), default="mix")
     parser.add_argument(
-        "--profile-target", default="gateway", help="the gateway configuration to profile or soak"
+        "--profile-target", default="gateway", help="the target to profile (gateway*, bare) or soak (gateway*)"
     )
     args = parser.parse_args(argv)
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
@@ -118,11 +107,7 @@ class Harness:
         for mix in mixes:
             wire = wire_requests(mix, book)
             self.requests[mix.name] = wire
-            self.request_files[mix.name] = write_lua_requests(
-                wire, self.work_dir / f"{mix.name}-requests.lua"
-            )
-        from gateway.demo.tenants import TENANTS
-
+            self.request_files[mix.name] = write_lua_requests(wire, self.work_dir / f"{mix.name}-requests.lua")
         self.jwks_file.write_text(json.dumps(fetch_jwks(self.stack.authority, TENANTS[0])))
         self.issuers = issuers(self.stack.authority, TENANTS)
 
@@ -132,9 +117,7 @@ class Harness:
     def wrk(self, service: Service, scenario_key: str, duration_s: float) -> WrkResult:
         scenario, _, rest = scenario_key.partition("@")
         connections = int(rest.partition("/")[0])
-        return run_wrk(
-            service.url, self.request_files[scenario], connections, duration_s, cpu=self.pinning.load_cpu
-        )
+        return run_wrk(service.url, self.request_files[scenario], connections, duration_s, cpu=self.pinning.load_cpu)
 
     def close(self) -> None:
         self.stack.close()
@@ -154,9 +137,7 @@ def compare(args: argparse.Namespace, harness: Harness, command: str) -> int:
     services: dict[str, Service] = {}
     mix_check: list[dict[str, Any]] = []
     for spec in specs:
-        result = report.TargetResult(
-            spec.name, spec.description, _pin_text(harness.pinning, spec), spec.workers
-        )
+        result = report.TargetResult(spec.name, spec.description, _pin_text(harness.pinning, spec), spec.workers)
         results[spec.name] = result
         try:
             services[spec.name] = harness.start(spec)
@@ -200,11 +181,7 @@ def compare(args: argparse.Namespace, harness: Harness, command: str) -> int:
                         f"round {round_number} {spec.name:16s} {key:9s} {outcome.rps:9,.0f} req/s  "
                         f"p50 {outcome.latency_us['p50']:7.0f} us  p99 {outcome.latency_us['p99']:7.0f} us  "
                         f"CPU {cpu.per_request_us(outcome.requests)[0]:5.0f} us/req"
-                        + (
-                            f"  (others on its CPU {cpu.foreign_share:.0%})"
-                            if cpu.foreign_share > 0.05
-                            else ""
-                        )
+                        + (f"  (others on its CPU {cpu.foreign_share:.0%})" if cpu.foreign_share > 0.05 else "")
                         + (f"  non-2xx {outcome.non_2xx_share:.0%}" if outcome.errors.get("status") else "")
                         + (f"  socket errors {outcome.socket_errors}" if outcome.socket_errors else "")
                     )
@@ -225,12 +202,8 @@ def write_outputs(
     results_dir.mkdir(parents=True, exist_ok=True)
     text = report.markdown(results, meta, mix_check)
     (results_dir / "latest.md").write_text(text)
-    (results_dir / "latest.json").write_text(
-        json.dumps(report.to_json(results, meta, mix_check), indent=2) + "\n"
-    )
-    latency_plot(
-        results, results_dir / "latency.png", title=f"latency percentiles ({meta.get('started', '')})"
-    )
+    (results_dir / "latest.json").write_text(json.dumps(report.to_json(results, meta, mix_check), indent=2) + "\n")
+    latency_plot(results, results_dir / "latency.png", title=f"latency percentiles ({meta.get('started', '')})")
     print(text)
     print(f"written: {results_dir / 'latest.md'}, latest.json, latency.png", file=sys.stderr)
 
@@ -324,20 +297,14 @@ def _version(argv: list[str]) -> str:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (
-        (done.stdout or done.stderr).strip().splitlines()[0]
-        if (done.stdout or done.stderr).strip()
-        else "unknown"
-    )
+    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "unknown"
 
 
 def _envoy_version() -> str:
     from load.measure.envoy import envoy_binary
 
     binary = envoy_binary()
-    return (
-        "not installed" if binary is None else _version([binary, "--version"]).split("version:")[-1].strip()
-    )
+    return "not installed" if binary is None else _version([binary, "--version"]).split("version:")[-1].strip()
 
 
 def _say(text: str) -> None:

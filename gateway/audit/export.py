@@ -73,6 +73,7 @@ class OutboxExporter:
         self._attempt = 0
         self._last_failure_log = 0.0
         self._final_deadline = 0.0
+        self._lease_until_us = 0
         self.cursor = 0
         self.exported = 0
         self.failures = 0
@@ -226,39 +227,35 @@ class OutboxExporter:
         return resource
 
     def _take_lease(self) -> bool:
-        """Take or renew the export lease; loads the stored cursor. False = another process exports."""
+        """Take or renew the export lease; loads the stored cursor. False = another process exports.
+
+        Each step is one autocommit statement, so the store's write lock is held for microseconds
+        (the gateway's writer waits for it), and a held lease is renewed only past half its life.
+        """
         conn = self._connection()
         now_us = time.time_ns() // 1000
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute(
-                "SELECT cursor, owner, lease_until_us FROM export_state WHERE name = ?", (CURSOR_NAME,)
-            ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO export_state (name, cursor, owner, lease_until_us, exported, updated_us) "
-                    "VALUES (?, 0, ?, ?, 0, ?)",
-                    (CURSOR_NAME, self._owner, now_us + self._lease_us, now_us),
-                )
-                cursor = 0
-            elif row["owner"] == self._owner or row["lease_until_us"] < now_us:
-                conn.execute(
-                    "UPDATE export_state SET owner = ?, lease_until_us = ? WHERE name = ?",
-                    (self._owner, now_us + self._lease_us, CURSOR_NAME),
-                )
-                cursor = int(row["cursor"])
-            else:
-                conn.execute("COMMIT")
-                self.lease_held = False
-                self.lag_seconds = None  # the process holding the lease reports it
-                return False
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self.cursor = cursor
+        if self.lease_held and self._lease_until_us - now_us > self._lease_us // 2:
+            return True
+        if not self.lease_held:
+            conn.execute(
+                "INSERT OR IGNORE INTO export_state (name, cursor, owner, lease_until_us, exported, updated_us) "
+                "VALUES (?, 0, '', 0, 0, ?)",
+                (CURSOR_NAME, now_us),
+            )
+        taken = conn.execute(
+            "UPDATE export_state SET owner = :me, lease_until_us = :until "
+            "WHERE name = :name AND (owner = :me OR lease_until_us < :now)",
+            {"me": self._owner, "until": now_us + self._lease_us, "name": CURSOR_NAME, "now": now_us},
+        ).rowcount
+        if taken != 1:
+            self.lease_held = False
+            self.lag_seconds = None  # the process holding the lease reports it
+            return False
+        if not self.lease_held:
+            row = conn.execute("SELECT cursor FROM export_state WHERE name = ?", (CURSOR_NAME,)).fetchone()
+            self.cursor = int(row["cursor"])
         self.lease_held = True
+        self._lease_until_us = now_us + self._lease_us
         return True
 
     def _advance(self, last_id: int, count: int) -> bool:
@@ -273,4 +270,5 @@ class OutboxExporter:
             self.lease_held = False
             return False
         self.cursor = last_id
+        self._lease_until_us = now_us + self._lease_us
         return True

@@ -14,8 +14,9 @@ order, so a missing sequence number below the highest stored one means a record 
 Store failures (lock held too long, disk full, I/O error, read-only file). The failing batch is
 kept and retried with back-off; ``healthy`` turns False and ``last_error`` says why; the first
 failure is logged at ERROR, then a reminder every 10 s. With ``fail_closed`` every ``record()``
-raises ``AuditUnavailable`` until a write succeeds again (durable records of the failed batch too):
-the gateway answers 503. Without it requests go on: durable callers are released, records stay
+raises ``AuditUnavailable`` until a write succeeds again (durable callers already waiting too): the
+gateway answers 503, and those records, while the queue has room, are kept and stored on recovery
+as the 503s they became. Without it requests go on: durable callers are released, records stay
 queued for retry, and once the queue is full new records are dropped, counted
 (``gateway.audit.records.lost``), logged, and still take a sequence number so the loss shows as a
 gap in ``gateway audit verify``. A record rejected by a constraint (duplicate decision id, two
@@ -26,7 +27,7 @@ record has no field for them), or block the event loop on SQLite.
 
 Crash behaviour: durable mode loses nothing that was acknowledged; async mode loses what was still
 queued (at most ``queue_size`` records). ``sessions.assigned_high`` (written with each batch) and
-clean-close markers let ``verify`` report such losses after a restart.
+clean-close markers let ``verify`` report such losses after a restart, as far as the last batch.
 """
 
 from __future__ import annotations
@@ -250,8 +251,7 @@ class AuditLog:
         """The store cannot be written. fail_closed: keep the record (as the 503 it becomes) for when
         the store recovers, if there is room, and raise. Otherwise keep it if there is room, else drop."""
         if self._fail_closed:
-            rec.status = 503
-            rec.reason = "audit_unavailable"
+            _mark_refused(rec)
             if len(self._queue) < self._queue_size:
                 self._number(rec)
                 self._queue.append((rec, None))
@@ -368,18 +368,34 @@ class AuditLog:
     # -- the writer thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        batch: list[_Item] | None = None
         try:
             while True:
                 batch = self._take_batch()
                 if batch is None:
                     break
                 self._commit(batch)
+                batch = None
         except Exception:
-            logger.exception("audit writer crashed; records still queued are lost")
+            logger.exception("AUDIT WRITER CRASHED: records still queued are lost; the gateway needs a restart")
             self._healthy = False
-            self._last_error = "audit writer crashed"
+            self._last_error = "the audit writer crashed"
+            self._abandon_queue(batch or [])
         finally:
             self._finish()
+
+    def _abandon_queue(self, batch: list[_Item]) -> None:
+        """After a writer crash: nothing will be written any more; waiting durable callers must not hang."""
+        self._accepting = False
+        waiting = [*batch, *list(self._queue)]
+        self._queue.clear()
+        self._inflight = 0
+        self.stats.lost += len(waiting)
+        self.metrics.records_lost.add(len(waiting))
+        error = AuditUnavailable(self._unavailable_message())
+        outcome = None if not self._fail_closed else error
+        self._call_in_loop(_settle_futures, [(future, outcome) for _, future in waiting if future is not None])
+        self._call_in_loop(self._release_space_waiters)
 
     def _take_batch(self) -> list[_Item] | None:
         queue = self._queue
@@ -401,8 +417,22 @@ class AuditLog:
         return batch
 
     def _commit(self, batch: list[_Item]) -> None:
-        rows = [record_row(rec) for rec, _ in batch]
-        terms = [record_terms(rec) for rec, _ in batch]
+        rows: list[tuple[Any, ...]] = []
+        terms: list[list[str]] = []
+        convertible: list[_Item] = []
+        for item in batch:
+            try:
+                row, keys = record_row(item[0]), record_terms(item[0])
+            except Exception as exc:  # a malformed record (a caller's bug) must not stop the writer
+                self._reject_malformed(item, exc)
+                continue
+            rows.append(row)
+            terms.append(keys)
+            convertible.append(item)
+        batch = convertible
+        if not batch:
+            self._inflight = 0
+            return
         attempt = 0
         while True:
             try:
@@ -428,6 +458,17 @@ class AuditLog:
         self.metrics.record_batch(rec for index, (rec, _) in enumerate(batch) if index not in rejected)
         if self.exporter is not None:
             self.exporter.notify()
+
+    def _reject_malformed(self, item: _Item, exc: Exception) -> None:
+        rec, future = item
+        self.stats.rejected += 1
+        logger.error(
+            "audit record %s (gateway %s, sequence %d) cannot be stored, it is malformed: %s: %s",
+            rec.decision_id, rec.gateway_id, rec.sequence, type(exc).__name__, exc,
+        )
+        if future is not None:
+            error = AuditUnavailable("the audit record is malformed") if self._fail_closed else None
+            self._call_in_loop(_settle_futures, [(future, error)])
 
     def _write(self, rows: list[tuple[Any, ...]], terms: list[list[str]], batch: list[_Item]) -> set[int]:
         """One transaction for the batch; returns the indexes of records rejected by a constraint."""
@@ -502,8 +543,7 @@ class AuditLog:
         if self._fail_closed:
             error = AuditUnavailable(self._unavailable_message())
             for rec, _ in waiting:
-                rec.status = 503
-                rec.reason = "audit_unavailable"
+                _mark_refused(rec)
             self.stats.refused += len(waiting)
             self.metrics.records_refused.add(len(waiting))
             self._call_in_loop(_settle_futures, [(future, error) for _, future in waiting])
@@ -624,6 +664,16 @@ class AuditLog:
             conn.close()
             self._conn = None
             self._healthy = False
+
+
+def _mark_refused(rec: DecisionRecord) -> None:
+    """The request is answered 503 because its record cannot be stored; the record says so. If the
+    upstream had already answered (the gateway records after forwarding), its status is kept in
+    ``extra["upstream_status"]``: the upstream performed the request even though the client got 503."""
+    if rec.upstream_ms and rec.status and rec.status != 503:
+        rec.extra["upstream_status"] = str(rec.status)
+    rec.status = 503
+    rec.reason = "audit_unavailable"
 
 
 def _settle_futures(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:

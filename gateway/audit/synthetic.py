@@ -1,10 +1,10 @@
 """Synthetic audit stores for query tests and benchmarks: millions of plausible records, fast.
 
-The rows are made by SQLite itself (a recursive counter, integer hashing for the "random" picks,
-``printf`` for ids), so no Python code runs per record; indexes are built after the load and the
-term table is filled from the stored JSON columns. Each gateway id gets a
-contiguous sequence, so ``verify`` finds no gap until one is made on purpose. Deterministic for a
-given seed.
+The rows are made by SQLite itself (a recursive counter carrying two MINSTD generators for the
+"random" picks, ``printf`` for ids), so no Python code runs per record; indexes are built after the
+load. Each gateway id gets a contiguous sequence, so ``verify`` finds no gap until one is made on
+purpose. Deterministic for a given seed. No ANALYZE is run: queries must plan well without
+statistics, as on a production store.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from gateway.audit.schema import DECISION_COLUMNS, TERM_CATEGORY, TERM_POLICY, TERM_PURPOSE, create_indexes, ensure_schema
+from gateway.audit.schema import (
+    DECISION_COLUMNS,
+    TERM_CATEGORY,
+    TERM_POLICY,
+    TERM_PURPOSE,
+    create_indexes,
+    ensure_schema,
+)
 
 TENANTS = ("7b5d2c1e-0f3a-4b6c-9d8e-1a2b3c4d5e6f", "c3e1f2a4-5b6c-4d7e-8f90-a1b2c3d4e5f6")
 CATEGORIES = (
@@ -86,15 +93,18 @@ def generate_store(
     step = max(1, (end_us - start_us) // max(records, 1))
     gateway_ids = tuple(f"synthetic-{i}" for i in range(gateways))
 
-    def h(salt: int) -> str:
-        # a cheap integer hash of the record number: deterministic "random" picks per column
-        return f"((((i + {seed * 1_000_003 + salt * 7_919}) * 2654435761) % 4294967291) / 13)"
-
-    pick = {  # selector columns of the staging table, one hash each
-        "d": f"{h(1)} % 100 < {deny_percent}", "tn": f"{h(5)} % {len(TENANTS)}", "ro": f"{h(6)} % {len(ROLES)}",
-        "ac": f"{h(7)} % {len(ACTIONS)}", "ca": f"{h(8)} % {len(CATEGORIES)}", "pu": f"{h(9)} % {len(PURPOSES)}",
-        "po": f"{h(10)} % {len(POLICIES)}", "p": f"{h(0)} % {principals}",
-        "x1": h(2), "x2": h(3), "x3": h(4),
+    # Two MINSTD generators (Park-Miller, modulus 2**31 - 1) run along the recursive counter; the
+    # picks take different decimal digits of their values, which are close to independent.
+    pick = {
+        "d": f"a % 100 < {deny_percent}",
+        "ca": f"(a / 100) % {len(CATEGORIES)}",
+        "pu": f"(a / 1000) % {len(PURPOSES)}",
+        "po": f"(a / 10000) % {len(POLICIES)}",
+        "tn": f"(a / 1000000) % {len(TENANTS)}",
+        "p": f"b % {principals}",
+        "ro": f"(b / 10000) % {len(ROLES)}",
+        "ac": f"(b / 100000) % {len(ACTIONS)}",
+        "x1": "a", "x2": "b", "x3": "(a * 7 + b) % 2147483647",
     }
     policies = [json.dumps([p]) for p in POLICIES]
     columns = {
@@ -155,10 +165,12 @@ def generate_store(
         ensure_schema(conn, with_indexes=False)
         conn.execute("BEGIN")
         conn.execute(
-            f"CREATE TEMP TABLE picks AS WITH RECURSIVE n(i) AS "
-            f"(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :records) "
+            f"CREATE TEMP TABLE picks AS WITH RECURSIVE n(i, a, b) AS "
+            f"(SELECT 1, :seed_a, :seed_b UNION ALL "
+            f"SELECT i + 1, (a * 48271) % 2147483647, (b * 69621) % 2147483647 FROM n WHERE i < :records) "
             f"SELECT i, :start + (i - 1) * :step AS t, {', '.join(f'{v} AS {k}' for k, v in pick.items())} FROM n",
-            {"records": records, "start": start_us, "step": step},
+            {"records": records, "start": start_us, "step": step,
+             "seed_a": 1 + (seed * 7919) % 2147483646, "seed_b": 1 + (seed * 104729 + 17) % 2147483646},
         )
         conn.execute(
             f"INSERT INTO decisions ({', '.join(columns)}) SELECT {', '.join(columns.values())} FROM picks"

@@ -15,6 +15,7 @@ from adapters.routemap import LiftRule, Route, RouteMatch
 from gateway.authz.decision import (
     DEFAULT_DENY,
     GATEWAY_SOURCE,
+    Basis,
     Decision,
     Verdict,
     fail_closed_reason,
@@ -25,6 +26,7 @@ from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
 from gateway.authz.manifests import RECIPIENT
 from gateway.authz.masking import apply_masks
 from gateway.authz.resolvers import Resolvers
+from gateway.authz.review import ResponseReview, fail_closed, review, review_prefetched
 from gateway.authz.settings import AuthzSettings
 from gateway.identity.principal import Principal
 
@@ -122,6 +124,9 @@ def make_decision(
     engine: PolicyEngine, facts: Facts, verdict: Verdict, cached: bool, consent_ref: str | None
 ) -> Decision:
     route = facts.route
+    reviews_record = (
+        verdict.allowed and bool(route.response_facts) and route.facts_from is None and engine.reads_record(facts)
+    )
     return Decision(
         allowed=verdict.allowed,
         status=verdict.status,
@@ -142,6 +147,8 @@ def make_decision(
         consent_ref=consent_ref or "",
         policy_hash=engine.policy_hash,
         cached=cached,
+        reviews_record=reviews_record,
+        basis=Basis(engine, facts),
     )
 
 
@@ -405,12 +412,62 @@ class Authorizer:
             time=int(now),
         )
         verdict, cached = engine.decide(facts)
-        return make_decision(engine, facts, verdict, cached, consent_ref)
+        decision = make_decision(engine, facts, verdict, cached, consent_ref)
+        if decision.allowed and route.facts_from is not None and engine.reads_record(facts):
+            decision = await self._review_before_forwarding(decision, match, now)
+        return decision
+
+    async def _review_before_forwarding(self, decision: Decision, match: RouteMatch, now: float) -> Decision:
+        """Decide again with the record's facts fetched from ``facts_from`` (recordings, exports)."""
+        route = match.route
+        try:
+            raw = await self.resolvers.record(route.facts_path(match.params), route.response_facts)
+        except Exception as exc:  # ResolverError, or anything unexpected: fail closed
+            if not isinstance(exc, ResolverError):
+                logger.exception("fetching the record's facts failed, denying")
+            else:
+                logger.warning("record facts unavailable, denying: %s", exc)
+            return fail_closed(
+                decision,
+                403,
+                "resolver_error",
+                "a fact the decision needs is unavailable",
+                f"{exc if isinstance(exc, ResolverError) else 'fetching the record failed'}; "
+                "denied because the decision cannot be made",
+            )
+        return review_prefetched(decision, raw, now)
+
+    def review_response(
+        self, decision: Decision, status: int, content_type: str, body: bytes, now: float
+    ) -> ResponseReview:
+        """The second look at an allowed request, once the upstream answered: check the record's facts
+        the route map reads from the answer (retention, opt-outs), then mask. Call it with the buffered
+        body whenever ``decision.inspects_response``; ``content_type`` is the answer's Content-Type.
+
+        ``refusal`` set: answer it (403 with its reasons, or 502 ``unreadable_response``) instead of the
+        body, and audit it. Else send ``body`` and list ``pointers`` in ``X-Redacted-Fields``. Only 2xx
+        answers are checked for facts; others are only masked. Never raises: an error refuses (502).
+        """
+        try:
+            return review(decision, status, content_type, body, now, self.settings.max_record_reviews)
+        except Exception:  # fail closed on anything unexpected
+            logger.exception("reviewing the upstream's answer failed, refusing it")
+            return ResponseReview(
+                fail_closed(
+                    decision,
+                    502,
+                    "unreadable_response",
+                    "the upstream's answer could not be checked",
+                    "checking the answer failed; it is not passed on unchecked",
+                ),
+                b"",
+            )
 
     def mask(self, decision: Decision, body: bytes) -> tuple[bytes, tuple[str, ...]]:
         """Apply the decision's masks to a JSON body: (masked body, concrete pointers masked).
 
-        Raises ``ValueError`` when the body is not JSON (the caller must not pass it on).
+        Raises ``ValueError`` when the body is not JSON (the caller must not pass it on). Kept for
+        compatibility: ``review_response`` does this and checks the record's facts too.
         """
         return apply_masks(body, decision.masks)
 
@@ -423,11 +480,15 @@ class Authorizer:
         route = match.route
         settings = await resolvers.tenant_settings(tenant)
         optouts = await resolvers.optouts(tenant) if "optouts" in route.resolve and settings is not None else None
+        retention = None
+        if route.tenant_retention is not None and settings is not None:
+            retention = (settings.get("retention_days") or {}).get(route.tenant_retention)
         tenant_facts = TenantFacts(
             tenant=tenant,
             known=settings is not None,
             call_recording_enabled=settings.get("call_recording_enabled") if settings is not None else None,
             optouts=optouts,
+            retention_days=retention,
         )
         consent = None
         if consent_ref is not None:

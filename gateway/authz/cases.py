@@ -22,8 +22,17 @@ category = "user.financial.credit_card", mask = "last4" }] }``.
 Optional members: ``recipient``, ``consent`` (the record itself: ``{ id, subject, grantee, resources,
 purpose, expires_at, tenant }``), ``body`` (a JSON value, sent as the request body), ``time``
 (RFC 3339 or seconds since the epoch; default: now), ``tenant_facts`` (overrides ``[tenants]`` for
-the resource's tenant), and ``expect`` with any of ``decision`` (allow | deny), ``status``,
-``reason``, ``policies`` (the determining policy ids, any order) and ``masked`` (pointers, with ``*``).
+the resource's tenant; ``retention_days`` is the settings' table per kind of record), and ``expect``
+with any of ``decision`` (allow | deny), ``status``, ``reason``, ``policies`` (the determining policy
+ids, any order), ``masked`` (pointers, with ``*``) and ``withheld`` (array items withheld, e.g.
+``["/contacts/4"]``).
+
+``record`` (a table) is the record the upstream would answer with, for a route whose map reads facts
+from it (``response_facts``): e.g. ``record = { created_at = "2016-03-14T09:26:53Z" }`` for a payment,
+``record = { contacts = [{ created_at = "...", marketing_opt_out = true }] }`` for a list. It is
+reviewed exactly as a live 2xx answer is (``review.review``; for a ``facts_from`` route, as the
+fetched metadata is before forwarding), at the case's ``time``: the decision is the refusal when the
+record's facts refuse it. Without ``record``, a case shows the decision made before forwarding.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ from gateway.authz.authorizer import InvalidInput, check_inputs, make_decision, 
 from gateway.authz.decision import DEFAULT_DENY, Decision
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
+from gateway.authz.recordfacts import FactError, read_facts
+from gateway.authz.review import ResponseReview, fail_closed, review, review_prefetched
 from gateway.identity.principal import Principal
 
 DECISIONS = ("allow", "deny")
@@ -60,6 +71,7 @@ class Expectation:
     reason: str | None = None
     policies: tuple[str, ...] | None = None
     masked: tuple[str, ...] | None = None
+    withheld: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,18 @@ class Case:
     time: int
     tenants: Mapping[str, Mapping[str, Any]]
     expect: Expectation | None
+    record: Any = None  # the JSON document the route's record facts are read from (None: not given)
+
+
+def _json_ready(value: Any) -> Any:
+    """A TOML value as JSON: date-times become RFC 3339 strings."""
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 def _parse_time(value: Any, where: str) -> int:
@@ -147,12 +171,14 @@ def _expect(raw: Any, where: str) -> Expectation | None:
         raise CaseError(f"{where}: expect.decision is allow or deny")
     policies = raw.get("policies")
     masked = raw.get("masked")
+    withheld = raw.get("withheld")
     return Expectation(
         decision=decision,
         status=raw.get("status"),
         reason=raw.get("reason"),
         policies=tuple(policies) if policies is not None else None,
         masked=tuple(masked) if masked is not None else None,
+        withheld=tuple(withheld) if withheld is not None else None,
     )
 
 
@@ -170,6 +196,7 @@ _CASE_KEYS = frozenset(
         "time",
         "tenant_facts",
         "expect",
+        "record",
     }
 )
 
@@ -190,6 +217,9 @@ def parse_case(raw: Any, where: str, tenants: Mapping[str, Mapping[str, Any]]) -
     elif not isinstance(raw.get("action"), str) or not isinstance(raw.get("resource"), dict):
         raise CaseError(f"{where}: a case needs request = {{method, path}}, or action and resource")
     body = raw.get("body")
+    record = raw.get("record")
+    if record is not None and not isinstance(record, dict):
+        raise CaseError(f"{where}: record must be a table (the record the upstream would answer with)")
     merged = dict(tenants)
     if isinstance(raw.get("tenant_facts"), dict):
         merged["*"] = raw["tenant_facts"]
@@ -208,6 +238,7 @@ def parse_case(raw: Any, where: str, tenants: Mapping[str, Mapping[str, Any]]) -
         time=_parse_time(raw.get("time"), where),
         tenants=MappingProxyType(merged),
         expect=_expect(raw.get("expect"), where),
+        record=_json_ready(record) if record is not None else None,
     )
 
 
@@ -278,16 +309,54 @@ def _tenant_facts(case: Case, tenant: str, route: Route) -> TenantFacts:
     optouts = raw.get("optouts")
     if optouts is None and "optouts" in route.resolve:
         optouts = []
+    retention = None
+    if route.tenant_retention is not None and known:
+        table = raw.get("retention_days") or {}
+        if not isinstance(table, dict):
+            raise CaseError(f"{case.source}: tenant retention_days must be a table of day counts")
+        retention = table.get(route.tenant_retention)
+        if retention is not None and (not isinstance(retention, int) or isinstance(retention, bool) or retention < 0):
+            raise CaseError(f"{case.source}: retention_days.{route.tenant_retention} must be a non-negative integer")
     return TenantFacts(
         tenant=tenant,
         known=known,
         call_recording_enabled=bool(recording) if recording is not None else None,
         optouts=frozenset(str(o).casefold() for o in optouts) if optouts is not None else None,
+        retention_days=retention,
     )
 
 
 def evaluate_case(engine: PolicyEngine, case: Case) -> Decision:
-    """The decision the gateway would make for the case (route matching, input checks, Cedar)."""
+    """The decision the gateway would make for the case (route matching, input checks, Cedar, and the
+    review of the case's ``record`` when it gives one)."""
+    return evaluate_case_review(engine, case)[0]
+
+
+def evaluate_case_review(engine: PolicyEngine, case: Case) -> tuple[Decision, ResponseReview | None]:
+    """The final decision, and the review of the case's record as the upstream's answer (None when
+    the case gives no record, or the record is checked before forwarding)."""
+    decision = _decide_case(engine, case)
+    if case.record is None:
+        return decision, None
+    route = engine.routes.by_id.get(decision.route_id)
+    if route is None or not route.response_facts:
+        raise CaseError(f"{case.source}: record given, but route {decision.route_id or '-'} reads no record facts")
+    if not decision.allowed or decision.basis is None:
+        return decision, None  # refused before the record is looked at
+    if route.facts_from is not None:
+        if not engine.reads_record(decision.basis.facts):
+            return decision, None
+        try:
+            raw = read_facts(route.response_facts, case.record)
+        except FactError as exc:  # what the resolver refuses live (fail closed)
+            detail = "a fact the decision needs is unavailable"
+            return fail_closed(decision, 403, "resolver_error", detail, f"record facts: {exc}"), None
+        return review_prefetched(decision, raw, case.time), None
+    outcome = review(decision, 200, "application/json", json.dumps(case.record).encode(), case.time)
+    return outcome.refusal or decision, outcome
+
+
+def _decide_case(engine: PolicyEngine, case: Case) -> Decision:
     principal = case.principal
     if case.path is not None:
         match = engine.routes.match(case.method or "GET", case.path)
@@ -348,7 +417,7 @@ def _check_synthetic(engine: PolicyEngine, route: Route) -> None:
         raise CaseError("case: resource.categories must name at least one data category")
 
 
-def mismatches(case: Case, decision: Decision) -> list[str]:
+def mismatches(case: Case, decision: Decision, reviewed: ResponseReview | None = None) -> list[str]:
     """What differs from the case's expectation (empty when it holds or there is none)."""
     expect = case.expect
     if expect is None:
@@ -365,4 +434,7 @@ def mismatches(case: Case, decision: Decision) -> list[str]:
         out.append(f"policies: expected {sorted(expect.policies)}, got {sorted(decision.policy_ids)}")
     if expect.masked is not None and sorted(expect.masked) != sorted(decision.masked_pointers):
         out.append(f"masked: expected {sorted(expect.masked)}, got {sorted(decision.masked_pointers)}")
+    withheld = sorted(reviewed.withheld) if reviewed is not None else []
+    if expect.withheld is not None and sorted(expect.withheld) != withheld:
+        out.append(f"withheld: expected {sorted(expect.withheld)}, got {withheld}")
     return out

@@ -89,7 +89,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from gateway.authz.cases import CaseError, evaluate_case, load_cases, mismatches
+    from gateway.authz.cases import CaseError, evaluate_case_review, load_cases, mismatches
 
     route_maps = tuple(args.route_maps or args.default_route_maps)
     try:
@@ -107,17 +107,24 @@ def _explain(args: argparse.Namespace) -> int:
     documents: list[dict[str, Any]] = []
     for case in cases:
         try:
-            decision = evaluate_case(engine, case)
+            decision, reviewed = evaluate_case_review(engine, case)
         except CaseError as exc:
             print(f"{case.source}: {exc}", file=sys.stderr)
             return 2
-        problems = mismatches(case, decision)
+        problems = mismatches(case, decision, reviewed)
+        withheld = reviewed.withheld if reviewed is not None else ()
+        withholding = reviewed.policies if reviewed is not None else ()
         if problems:
             status = 1
         if args.json:
-            documents.append(_as_json(case, decision, problems))
+            document = _as_json(case, decision, problems)
+            document["withheld"] = {"pointers": list(withheld), "policies": list(withholding)}
+            documents.append(document)
         else:
-            print(_as_text(engine, case, decision, problems))
+            text = _as_text(engine, case, decision, problems)
+            if withheld:
+                text += f"\n  withheld list items: {', '.join(withheld)} by {', '.join(withholding)}"
+            print(text)
     if args.json:
         print(json.dumps(documents, indent=2))
     return status

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.routemap import MaskStyle, Pointer
+from gateway.authz.facts import Facts
 from gateway.problem import problem_body
+
+if TYPE_CHECKING:
+    from gateway.authz.engine import PolicyEngine
 
 DEFAULT_DENY = "default-deny"
 FAIL_CLOSED = "fail-closed"
@@ -49,12 +53,25 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Basis:
+    """What a decision was made from: the policy bundle and the facts (for deciding again once the
+    upstream's answer tells more about the record)."""
+
+    engine: PolicyEngine
+    facts: Facts
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """One request's decision, with what the audit record and the problem document need.
 
     ``reasons`` is the contract's list of ``{"policy", "source", "clause"}``: the determining policies
     (the permits of an allow, the forbids of a deny), or one ``default-deny`` reason when nothing
     permitted, or one ``fail-closed`` reason when a fact or the evaluation failed.
+
+    ``reviews_record``: the route reads facts about the record from the upstream's answer and some
+    policy looks at them, so the answer must be checked (``Authorizer.review_response``) before it is
+    passed on. ``inspects_response`` says whether the request path must buffer the JSON answer at all.
     """
 
     allowed: bool
@@ -77,6 +94,14 @@ class Decision:
     policy_hash: str = ""
     cached: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    reviews_record: bool = False
+    basis: Basis | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def inspects_response(self) -> bool:
+        """True when the upstream's answer must be buffered and given to ``review_response``: the
+        decision masks fields, or the record's facts in the answer are still to be checked."""
+        return self.allowed and (bool(self.masks) or self.reviews_record)
 
     @property
     def clauses(self) -> tuple[str, ...]:

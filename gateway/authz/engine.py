@@ -208,6 +208,7 @@ class PolicyEngine:
             facts.body,
             tkey,
             facts.time if uses_time else None,
+            facts.record,
         )
         cached = self.decisions.get(key)
         if cached is not None:
@@ -260,6 +261,22 @@ class PolicyEngine:
         self.decisions.put(key, verdict)
         return verdict, False
 
+    def reads_record(self, facts: Facts) -> bool:
+        """Whether a policy that can decide ``facts`` looks at ``context.record`` (so the record's facts
+        must be read from the upstream before its answer is passed on). Never raises: True on error."""
+        try:
+            route, principal = facts.route, facts.principal
+            slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
+            slices = self.route_slices.get(slices_key)
+            if slices is None:
+                slices = self._slices_for(route, principal, facts.purpose)
+                self.route_slices.put(slices_key, slices)
+            attrs = slices[0].context_attrs
+            return attrs is None or "record" in attrs
+        except Exception:  # fail closed: when in doubt, read the facts
+            logger.exception("slicing failed while asking whether a policy reads the record")
+            return True
+
     def _slices_for(self, route: Route, principal: Principal, purpose: str) -> tuple[Slice, Slice | None]:
         principal_type = "User" if principal.kind == "user" else "App"
         purposes = frozenset((purpose, *self.taxonomy.purposes.ancestors.get(purpose, ())))
@@ -301,9 +318,9 @@ class PolicyEngine:
             if allowed:
                 verdict = Verdict(True, 200, "ok", "permitted", ids, tuple(by_id[i].reason() for i in ids))
             elif ids:
-                verdict = Verdict(
-                    False, 403, "policy", "forbidden by policy", ids, tuple(by_id[i].reason() for i in ids)
-                )
+                # A forbid may name its own reason code (@reason), e.g. "retention", for the audit trail.
+                code = next((c for i in ids if (c := by_id[i].annotations.get("reason"))), "policy")
+                verdict = Verdict(False, 403, code, "forbidden by policy", ids, tuple(by_id[i].reason() for i in ids))
             else:
                 verdict = Verdict(
                     False,
@@ -425,9 +442,18 @@ def _check_routes(routes: RouteTable, taxonomy: Taxonomy, shape: SchemaShape) ->
                     f"{route.source}: route {route.id}: lift {rule.name!r} is not a member of "
                     f"the schema's context.body ({', '.join(sorted(LIFTABLE))})"
                 )
+        for fact in route.response_facts:
+            if RECORD_FACTS.get(fact.name) != fact.kind:
+                known = ", ".join(f"{name} ({kind})" for name, kind in sorted(RECORD_FACTS.items()))
+                problems.append(
+                    f"{route.source}: route {route.id}: response fact {fact.name!r} of kind {fact.kind!r} is not "
+                    f"a member of the schema's context.record: {known}"
+                )
     if problems:
         raise PolicyError(*problems)
 
 
 #: Members of ``context.body`` in the schema: a route may lift only these.
 LIFTABLE = frozenset({"email"})
+#: Members of ``context.record`` in the schema, with the kind of fact each is read as.
+RECORD_FACTS = {"age_days": "age", "marketing_opt_out": "bool"}

@@ -159,6 +159,8 @@ class EntityBuilder:
             attrs["owner"] = attr_ref("User", facts.owner)
         if static.retention_days is not None:
             attrs["retention_days"] = static.retention_days
+        if facts.tenant_facts.known and facts.tenant_facts.retention_days is not None:
+            attrs["tenant_retention_days"] = facts.tenant_facts.retention_days
         return json.dumps({"uid": uid(facts.route.resource_type, resource_id), "attrs": attrs, "parents": []})
 
 
@@ -216,6 +218,8 @@ def context_json(facts: Facts, wanted: frozenset[str] | None = None) -> str:
         parts.append(',"consent":' + json.dumps(consent_value(facts.consent)))
     if facts.body and (wanted is None or "body" in wanted):
         parts.append(',"body":' + json.dumps(dict(facts.body)))
+    if facts.record is not None and (wanted is None or "record" in wanted):
+        parts.append(',"record":' + json.dumps(dict(facts.record)))
     parts.append("}")
     return "".join(parts)
 

@@ -2,6 +2,11 @@
 
 Everything here is immutable and hashable, so a ``Facts`` value (minus the request time, when no
 policy reads it) is the decision-cache key.
+
+``record`` holds facts about the record itself (``context.record``), read from the upstream's JSON by
+the route map's ``response_facts``: None on the decision made before forwarding, set on the second
+decision made once they are known. Ages are whole days, so records of the same age share a
+decision.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ class TenantFacts:
     known: bool = True
     call_recording_enabled: bool | None = None
     optouts: frozenset[str] | None = None  # lower-cased; None when the route did not need them
+    # the retention (days) the tenant configured for the route's kind of record; None: not configured,
+    # or the route names no kind
+    retention_days: int | None = None
 
     def key(self) -> tuple[object, ...]:
-        return (self.tenant, self.known, self.call_recording_enabled, self.optouts)
+        return (self.tenant, self.known, self.call_recording_enabled, self.optouts, self.retention_days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,10 @@ class ConsentFacts:
     expires_at: int  # seconds since the epoch
 
 
+#: ``context.record`` as sorted ``(name, value)`` pairs: ``age_days`` (int), ``marketing_opt_out`` (bool).
+RecordFacts = tuple[tuple[str, int | bool], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     principal: Principal
@@ -51,3 +63,4 @@ class Facts:
     body: tuple[tuple[str, str], ...]  # lifted request-body fields
     tenant_facts: TenantFacts
     time: int  # seconds since the epoch
+    record: RecordFacts | None = None  # context.record: sorted (name, value) pairs

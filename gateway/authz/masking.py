@@ -58,14 +58,23 @@ def _apply(node: Any, tokens: tuple[str, ...], style: MaskStyle, path: str, out:
     return node
 
 
+def mask_document(document: Any, masks: Iterable[MaskRule]) -> tuple[Any, list[str]]:
+    """Mask a parsed JSON document (in place where it can): (the document, concrete pointers masked)."""
+    masked: list[str] = []
+    for rule in masks:
+        document = _apply(document, rule.pointer.tokens, rule.style, "", masked)
+    return document, masked
+
+
+def dump(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def apply_masks(body: bytes, masks: Iterable[MaskRule]) -> tuple[bytes, tuple[str, ...]]:
     rules = list(masks)
     if not rules:
         return body, ()
-    document = json.loads(body)
-    masked: list[str] = []
-    for rule in rules:
-        document = _apply(document, rule.pointer.tokens, rule.style, "", masked)
+    document, masked = mask_document(json.loads(body), rules)
     if not masked:
         return body, ()
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(), tuple(masked)
+    return dump(document), tuple(masked)

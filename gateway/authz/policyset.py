@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from gateway.authz.lru import LRU
 from gateway.authz.partial import Known, may_apply
 
 REQUIRED_ANNOTATIONS = ("id", "source", "clause")
+#: An optional ``@reason("retention")`` on a forbid: the machine code its refusals carry (default "policy").
+REASON_CODE = re.compile(r"[a-z][a-z_]{0,31}")
 _REASONS: dict[tuple[str, str, str], dict[str, str]] = {}
 
 
@@ -319,6 +322,9 @@ def _load_file(
         missing = [name for name in REQUIRED_ANNOTATIONS if not annotations.get(name, "").strip()]
         if missing:
             problems.append(f"{path}:{chunk.line}: policy lacks {', '.join('@' + m for m in missing)}")
+            continue
+        if "reason" in annotations and not REASON_CODE.fullmatch(annotations["reason"]):
+            problems.append(f'{path}:{chunk.line}: @reason must be a short code such as "retention" ([a-z_], 1-32)')
             continue
         attrs: set[str] = set()
         _context_attrs(est.get("conditions", []), attrs)

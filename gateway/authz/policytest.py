@@ -21,15 +21,19 @@ Suite format (the ``cases`` format of ``policy explain``, plus names and route i
 Instead of ``route``/``params``: ``request = { method, path }`` (``{contoso}`` in a path is replaced),
 or ``action`` + ``resource = { type, id, tenant, owner, categories, fields }`` for a record no route
 map carries. Optional: ``recipient``, ``consent`` (the record ``X-Consent-Ref`` would name),
-``body`` (a JSON value), ``time``, ``tenant_facts``. ``expect.policies`` is the exact set of
-determining policy ids (``default-deny`` when nothing permitted). Names (tenant and user aliases,
-the default time) come from every ``fixtures.toml`` under DIR; a tenant alias stands for its id
-wherever a tenant, path parameter or consent party is written, and a user alias for its oid.
+``body`` (a JSON value), ``time``, ``tenant_facts``, ``record`` (the record the upstream answers
+with, for routes that read facts from it: ``record = { created_at = "2016-03-14T09:26:53Z" }``; it is
+reviewed as a live answer is). ``expect.policies`` is the exact set of determining policy ids
+(``default-deny`` when nothing permitted); ``expect.withheld`` the list items the review withheld.
+Names (tenant and user aliases, the default time) come from every ``fixtures.toml`` under DIR; a
+tenant alias stands for its id wherever a tenant, path parameter or consent party is written, and a
+user alias for its oid.
 
 Coverage: a policy is covered when it determined some case's decision: a permit of an allowed
-request, a forbid of a refused one, a forbid that masked a field, or the permit that let a field be
-seen. The engine keeps only the policies that hide a field, so for that last one the visible fields'
-categories are asked of Cedar again, with the facts the engine decided on (observed by wrapping
+request, a forbid of a refused one (before forwarding, or once the record was read), a forbid that
+masked a field or withheld a list item, or the permit that let a field be seen. The engine keeps
+only the policies that hide a field, so for that last one the visible fields' categories are asked
+of Cedar again, with the facts the engine decided on (observed by wrapping
 ``engine.decide``), the engine's entity builders, and every policy that can decide a field (slicing
 never changes an answer). Coverage is reported per folder (``base``, ``packs/aircall``, ...) and
 overall; ``--threshold`` fails the run under a percentage.
@@ -53,7 +57,7 @@ from typing import Any
 
 import cedarpy
 
-from gateway.authz.cases import Case, CaseError, evaluate_case, mismatches, parse_case
+from gateway.authz.cases import Case, CaseError, evaluate_case_review, mismatches, parse_case
 from gateway.authz.decision import Decision, Verdict
 from gateway.authz.engine import FIELD_ACTION, PolicyEngine
 from gateway.authz.entities import context_json, field_requests
@@ -348,6 +352,7 @@ class Outcome:
     decision: Decision
     problems: list[str]
     determined: frozenset[str]  # policy ids that determined this decision or one of its field masks
+    withheld: tuple[str, ...] = ()  # array items the review of the case's record withheld
 
     @property
     def passed(self) -> bool:
@@ -435,10 +440,10 @@ def run_case(
     case = suite_case.case
     tap.last = None
     try:
-        decision = evaluate_case(engine, case)
+        decision, reviewed = evaluate_case_review(engine, case)
     except CaseError as exc:
         raise SuiteError(f"{case.source}: {exc}") from None
-    problems = mismatches(case, decision)
+    problems = mismatches(case, decision, reviewed)
     if suite_case.route_id is not None and decision.route_id != suite_case.route_id:
         problems.insert(
             0, f"route: expected {suite_case.route_id}, the request matched {decision.route_id or 'no route'}"
@@ -446,9 +451,11 @@ def run_case(
     determined = set(decision.policy_ids)
     for mask in decision.masks:
         determined.update(mask.policies)
+    if reviewed is not None:
+        determined.update(reviewed.policies)  # the policies that withheld items of a list
     if decision.allowed and tap.last is not None:
         determined |= _field_permits(engine, fields_handle, tap.last, decision)
-    return Outcome(suite_case, decision, problems, frozenset(determined))
+    return Outcome(suite_case, decision, problems, frozenset(determined), reviewed.withheld if reviewed else ())
 
 
 def policy_group(engine: PolicyEngine, directory: Path, policy_id: str) -> str:
@@ -526,6 +533,8 @@ def format_failure(outcome: Outcome) -> str:
         f"     expected: {expected}",
         f"     actual:   {_verdict(decision.allowed, decision.policy_ids, masked)}",
     ]
+    if outcome.withheld or (expect is not None and expect.withheld is not None):
+        lines.append(f"     withheld: {', '.join(outcome.withheld) or '-'}")
     for reason in decision.reasons:
         lines.append(f"       - {reason['policy']}: {reason['clause']}  ({reason['source']})")
     lines.append("     differences:")

@@ -1,9 +1,14 @@
 """Entity resolvers: facts that live in the upstream, fetched over HTTP and cached with a TTL.
 
-- tenant settings: ``GET {base}/tenants/{tid}`` -> ``call_recording_enabled`` (404: unknown tenant)
+- tenant settings: ``GET {base}/tenants/{tid}`` -> ``call_recording_enabled``, ``retention_days`` (a table
+  of non-negative day counts per kind of record) (404: unknown tenant)
 - opt-out list:    ``GET {base}/tenants/{tid}/optouts`` -> ``{"emails": [...]}``
 - consent record:  ``GET {base}/consents/{id}`` -> ``{id, subject, tenant, grantee, resources, purpose,
   expires_at}`` (404: no such consent, which is not an error: the request simply has no consent)
+- record facts:    ``GET {base}{facts_from}`` (the route map's path, e.g. a call's metadata for its
+  recording) -> the facts the route's ``response_facts`` name, kept (not the document) per path and
+  rules; 404: no such record (the authorizer refuses). A record's creation time does not change, but
+  an opt-out may: like the opt-out lists, a change shows within the TTL.
 
 One shared aiohttp session; concurrent look-ups of the same key share one fetch; caches are bounded.
 Failing closed: a timeout, a connection error, a 5xx or an unreadable answer raises
@@ -24,9 +29,11 @@ from urllib.parse import quote
 
 import aiohttp
 
+from adapters.routemap import FactRule
 from gateway.authz.errors import ResolverError
 from gateway.authz.facts import ConsentFacts
 from gateway.authz.lru import LRU
+from gateway.authz.recordfacts import FactError, RawFacts, read_facts
 
 logger = logging.getLogger("gateway.authz")
 
@@ -120,6 +127,7 @@ class Resolvers:
         self.settings: TTLCache[dict[str, Any]] = TTLCache(ttl_seconds, capacity)
         self.optout_lists: TTLCache[frozenset[str]] = TTLCache(ttl_seconds, capacity)
         self.consents: TTLCache[ConsentFacts] = TTLCache(ttl_seconds, capacity)
+        self.records: TTLCache[RawFacts] = TTLCache(ttl_seconds, capacity)
         self.fetches = 0
 
     async def start(self) -> None:
@@ -172,6 +180,11 @@ class Resolvers:
                 return doc
             if not isinstance(doc, dict) or not isinstance(doc.get("call_recording_enabled", False), bool):
                 raise ResolverError("tenant settings: unexpected document")
+            retention = doc.get("retention_days", {})
+            if not isinstance(retention, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in retention.values()
+            ):
+                raise ResolverError("tenant settings: retention_days must map kinds of record to days")
             return doc
 
         value = await self.settings.get(tenant, load)
@@ -207,7 +220,24 @@ class Resolvers:
         value = await self.consents.get(consent_id, load)
         return None if isinstance(value, _Missing) else value
 
+    async def record(self, path: str, rules: tuple[FactRule, ...]) -> RawFacts | None:
+        """The facts ``rules`` read from the upstream document at ``path``, or None when it does not exist."""
+        key = path + "\0" + ";".join(f"{r.name}={r.pointer.text}:{r.kind}:{r.required}" for r in rules)
+
+        async def load() -> RawFacts | _Missing:
+            doc = await self._fetch(path, "record facts")
+            if isinstance(doc, _Missing):
+                return doc
+            try:
+                return read_facts(rules, doc)
+            except FactError as exc:
+                raise ResolverError(f"record facts: {exc}") from None
+
+        value = await self.records.get(key, load)
+        return None if isinstance(value, _Missing) else value
+
     def clear(self) -> None:
         self.settings.clear()
         self.optout_lists.clear()
         self.consents.clear()
+        self.records.clear()

@@ -21,3 +21,4 @@ class AuthzSettings:
     watch_interval_seconds: float = 2.0
     max_lift_body_bytes: int = 65536  # upper bound on any route's max_body_bytes
     validate_requests: bool = False  # also validate every Cedar request against the schema (tests)
+    max_record_reviews: int = 2048  # distinct records one answer may hold for a per-item review (else 502)

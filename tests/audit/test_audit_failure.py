@@ -52,7 +52,7 @@ async def test_fail_closed_refuses_then_recovers_and_records_the_refusals(
     async with running(settings(store, mode=mode, fail_closed=True)) as log:
         await log.record(make_record())
         with write_lock(store):
-            first = make_record()
+            first = make_record(upstream_ms=2.5)  # the upstream has already answered it
             if mode == "durable":
                 with pytest.raises(AuditUnavailable, match="locked"):
                     await log.record(first)
@@ -77,7 +77,9 @@ async def test_fail_closed_refuses_then_recovers_and_records_the_refusals(
     for rec in refused:
         assert statuses[rec.decision_id] == (503, "audit_unavailable")
     if mode == "durable":
+        # answered 503, and the record keeps what the upstream had done
         assert statuses[first.decision_id] == (503, "audit_unavailable")
+        assert first.extra == {"upstream_status": "200"}
     else:
         assert statuses[first.decision_id] == (200, "allowed")  # its response had already gone out
     with contextlib.closing(connect_reader(str(store))) as conn:

@@ -166,3 +166,15 @@ async def test_record_outside_start_and_close_is_refused(tmp_path: Path) -> None
     with pytest.raises(AuditUnavailable):
         await log.record(make_record())
     assert not log.healthy
+
+
+async def test_a_malformed_record_is_rejected_alone(tmp_path: Path) -> None:
+    store = tmp_path / "audit.sqlite"
+    async with running(settings(store, mode="durable")) as log:
+        await log.record(make_record())
+        broken = make_record(time="yesterday")  # a caller's bug: not a number
+        with pytest.raises(AuditUnavailable, match="malformed"):
+            await log.record(broken)
+        await log.record(make_record())
+        assert log.healthy and log.stats.rejected == 1
+    assert stored_sequences(store) == [1, 3]  # the gap shows in verify

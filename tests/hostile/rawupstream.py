@@ -114,7 +114,8 @@ class RawUpstream:
             conn.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (256 * 1024) + b"\r\nContent-Length: 2\r\n\r\n{}")
             return False
         body = b'{"ok": true}'
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        conn.sendall(head + body)
         return True
 
     def _wait_for_close(self, conn: socket.socket) -> None:

@@ -40,7 +40,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             details.append(f"{area} inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(row["inputs"].items())))
         if row["faults"]:
             details.append(f"{area} faults: " + ", ".join(row["faults"]))
-    return "\n".join(lines + [""] + details)
+    return "\n".join([*lines, "", *details])
 
 
 def main(argv: list[str]) -> int:

@@ -136,7 +136,9 @@ def store_fault(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stor
 # -- fail closed -----------------------------------------------------------------------------------------
 
 
-def send_until(stack: Stack, ledger: Ledger, token: str, done: Callable[[Reply], bool], limit: int = 400) -> list[Reply]:
+def send_until(
+    stack: Stack, ledger: Ledger, token: str, done: Callable[[Reply], bool], limit: int = 400
+) -> list[Reply]:
     replies: list[Reply] = []
     for _ in range(limit):
         reply = call(stack, ledger, "GET", PATH, token=token, purpose=SUPPORT)
@@ -148,18 +150,9 @@ def send_until(stack: Stack, ledger: Ledger, token: str, done: Callable[[Reply],
     raise AssertionError(f"not reached after {limit} requests: {Counter(r.status for r in replies)}")
 
 
-DURABLE_AFTER_FORWARD = pytest.mark.xfail(
-    strict=True,
-    reason="bug: durable mode commits the record after the upstream answered; when that commit fails the "
-           "client gets 503 and the record says 503/audit_unavailable although the upstream performed the "
-           "request (gateway/app.py _respond_streamed/_respond_masked -> _audit)",
-)  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("store_fault", "mode"),
-    [("locked", "async"), pytest.param("locked", "durable", marks=DURABLE_AFTER_FORWARD),
-     ("disk full", "async"), ("read-only", "async")],
+    [("locked", "async"), ("locked", "durable"), ("disk full", "async"), ("read-only", "async")],
     indirect=["store_fault"],
 )  # fmt: skip
 def test_fail_closed_refuses_with_503_and_loses_nothing(
@@ -242,8 +235,9 @@ async def test_collector_down_for_a_while_delays_spans_and_loses_none(
     port = free_port()
     overrides = {**FAST_AUDIT, "export_interval_seconds": 0.05, "export_max_backoff_seconds": 0.3,
                  "otlp_timeout_seconds": 1.0}  # fmt: skip
+    collector = f"http://127.0.0.1:{port}"
     with gateway(idp, echo[0].url, tmp_path / "audit.sqlite", resolver_url=reference[0].url,
-                 audit_overrides=overrides, GATEWAY_AUDIT_OTLP_ENDPOINT=f"http://127.0.0.1:{port}") as stack:  # fmt: skip
+                 audit_overrides=overrides, GATEWAY_AUDIT_OTLP_ENDPOINT=collector) as stack:  # fmt: skip
         token = stack.mint(A, roles=["Support.Agent"])
         exporter = stack.app.audit.exporter
         assert exporter is not None

@@ -31,7 +31,7 @@ from tests.hostile.support import (
 )
 from tests.identity.faults import FaultyAuthority
 from tests.support.idp import DevIdP, running_dev_idp
-from tests.support.servers import ThreadedServer, free_port, serve
+from tests.support.servers import ThreadedServer, free_port
 from tests.support.stack import Stack
 
 OWN = f"/tenants/{A}/contacts/ct-a-001"

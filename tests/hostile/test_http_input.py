@@ -29,6 +29,7 @@ from tests.support.servers import ThreadedServer
 from tests.support.stack import Stack
 
 OWN = f"/tenants/{A}/contacts/echo-1"
+CLOSE = b"Connection: close\r\n\r\n"
 SEND = "/gmail/v1/users/me/messages/send"
 
 
@@ -154,7 +155,7 @@ def test_escapes_of_unreserved_characters_decide_on_the_decoded_path(
 ) -> None:
     """%65 is 'e': the gateway decides on what the upstream will route, here its own tenant's record."""
     ledger.tried("percent-encoding")
-    data = f"GET /tenants/{A}/contacts/%65cho-1 HTTP/1.1\r\n".encode() + head(support_token) + b"Connection: close\r\n\r\n"
+    data = f"GET /tenants/{A}/contacts/%65cho-1 HTTP/1.1\r\n".encode() + head(support_token) + CLOSE
     replies, reached = send(stack, ledger, echo[1], data)
     assert replies[0].status == 200
     assert reached == [OWN]
@@ -195,7 +196,7 @@ def test_control_characters_in_headers_are_refused(stack: Stack, ledger: Ledger,
                                                    echo: tuple[ThreadedServer, Counting],
                                                    support_token: str, case: str) -> None:  # fmt: skip
     ledger.tried("control characters in headers")
-    data = f"GET {OWN} HTTP/1.1\r\n".encode() + head(support_token) + CONTROL_IN_HEADERS[case] + b"Connection: close\r\n\r\n"
+    data = f"GET {OWN} HTTP/1.1\r\n".encode() + head(support_token) + CONTROL_IN_HEADERS[case] + CLOSE
     replies, reached = send(stack, ledger, echo[1], data)
     assert reached == [], f"{case}: reached the upstream"
     assert_refused(replies, {400}, case)
@@ -289,7 +290,7 @@ def test_method_override_headers_never_change_the_authorized_action(
 ) -> None:
     ledger.tried("method override")
     # A read the agent may do, asking the upstream to delete instead: decided and forwarded as a read.
-    data = f"GET {OWN} HTTP/1.1\r\n".encode() + head(support_token) + f"{header}: DELETE\r\nConnection: close\r\n\r\n".encode()
+    data = f"GET {OWN} HTTP/1.1\r\n".encode() + head(support_token) + f"{header}: DELETE\r\n".encode() + CLOSE
     replies, reached = send(stack, ledger, echo[1], data)
     assert replies[0].status == 200
     seen = replies[0].json()
@@ -301,7 +302,7 @@ def test_method_override_headers_never_change_the_authorized_action(
     # An export the agent may not do, dressed up as a read: still an export, still refused.
     target = f"/tenants/{A}/contacts/echo-1/export"
     data = (f"POST {target} HTTP/1.1\r\n".encode() + head(support_token)
-            + f"{header}: GET\r\nX-Recipient: salesforce\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())  # fmt: skip
+            + f"{header}: GET\r\nX-Recipient: salesforce\r\nContent-Length: 0\r\n".encode() + CLOSE)  # fmt: skip
     replies, reached = send(stack, ledger, echo[1], data)
     assert reached == []
     assert_refused(replies, {403}, header)
@@ -363,7 +364,8 @@ def test_client_sent_gateway_and_forwarding_headers_never_reach_the_upstream(
 ) -> None:
     ledger.tried("spoofed identity header", 6)
     spoofed = (b"X-Gateway-Principal: admin\r\nx-gateway-tenant: " + B.encode() + b"\r\nX-GATEWAY-PURPOSE: x\r\n"
-               b"X-Gateway-Decision-Id: forged\r\nForwarded: for=1.2.3.4;host=evil\r\nX-Forwarded-Host: evil\r\n")  # fmt: skip
+               b"X-Gateway-Decision-Id: forged\r\nForwarded: for=1.2.3.4;host=evil\r\n"
+               b"X-Forwarded-Host: evil\r\n")  # fmt: skip
     data = f"GET {OWN} HTTP/1.1\r\n".encode() + head(support_token) + spoofed + b"Connection: close\r\n\r\n"
     replies, reached = send(stack, ledger, echo[1], data)
     assert replies[0].status == 200 and reached == [OWN]
@@ -454,7 +456,8 @@ def test_trailers_never_reach_the_upstream(stack: Stack, ledger: Ledger, echo: t
     ledger.tried("chunked trailers")
     first = f"POST {SEND} HTTP/1.1\r\n".encode() + head(mail_token, "essential.service")
     data = first + (b"Transfer-Encoding: chunked\r\nTrailer: X-Gateway-Principal\r\nConnection: close\r\n\r\n"
-                    b"4\r\nabcd\r\n0\r\nX-Gateway-Principal: admin\r\nAuthorization: Bearer forged\r\n\r\n")  # fmt: skip
+                    b"4\r\nabcd\r\n0\r\nX-Gateway-Principal: admin\r\n"
+                    b"Authorization: Bearer forged\r\n\r\n")  # fmt: skip
     replies, reached = send(stack, ledger, echo[1], data)
     assert replies[0].status == 200 and reached == [SEND]
     seen = replies[0].json()
@@ -533,9 +536,11 @@ def test_a_lifted_body_past_its_route_limit_is_413(stack: Stack, ledger: Ledger,
         assert_refused(replies, {413}, "lifted body")
 
 
-@pytest.mark.xfail(not PROTOCOL_HOOK, strict=True,
-                   reason="gateway/app.py: Gateway has no protocol_refusal hook, so what the HTTP layer refuses "
-                          "(400 not HTTP, 408, 431 head too large) is answered with a decision id but not audited")  # fmt: skip
+@pytest.mark.xfail(
+    not PROTOCOL_HOOK, strict=True,
+    reason="gateway/app.py: Gateway has no protocol_refusal hook, so what the HTTP layer refuses "
+           "(400 not HTTP, 408, 431 head too large) is answered with a decision id but not audited",
+)  # fmt: skip
 def test_refusals_by_the_http_layer_are_audited(stack: Stack, ledger: Ledger,
                                                 echo: tuple[ThreadedServer, Counting]) -> None:  # fmt: skip
     ledger.tried("malformed request line")
@@ -565,8 +570,11 @@ def test_a_trailer_never_stands_in_for_a_missing_header(stack: Stack, ledger: Le
     assert_refused(replies, {400}, "purpose in a trailer")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: gateway/request.py forwards headers spelled with underscores; "
-                                       "X_Gateway_Principal reaches a WSGI/CGI upstream as HTTP_X_GATEWAY_PRINCIPAL")  # fmt: skip
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: gateway/request.py forwards headers spelled with underscores; "
+           "X_Gateway_Principal reaches a WSGI/CGI upstream as HTTP_X_GATEWAY_PRINCIPAL",
+)  # fmt: skip
 def test_underscore_spellings_of_identity_headers_never_reach_the_upstream(
     stack: Stack, ledger: Ledger, echo: tuple[ThreadedServer, Counting], support_token: str
 ) -> None:

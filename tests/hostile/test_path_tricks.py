@@ -193,8 +193,8 @@ def test_mailbox_owner_spellings(stack: Stack, ledger: Ledger, reference: tuple[
     ledger.tried("path trick", 4)
     reply, reached = get(stack, ledger, reference[1], "/gmail/v1/users/me/messages", end_user, "essential.service")
     assert reply.status == 200 and reached == ["/gmail/v1/users/me/messages"]
-    for target in (f"/gmail/v1/users/{OTHER_USER}/messages",
-                   "/gmail/v1/users/" + "".join(f"%{ord(c):02X}" if c.isalnum() else c for c in OTHER_USER) + "/messages",
+    encoded = "".join(f"%{ord(c):02X}" if c.isalnum() else c for c in OTHER_USER)
+    for target in (f"/gmail/v1/users/{OTHER_USER}/messages", f"/gmail/v1/users/{encoded}/messages",
                    f"/gmail/v1/users/me;{OTHER_USER}/messages"):  # fmt: skip
         reply, reached = get(stack, ledger, reference[1], target, end_user, "essential.service")
         assert reached == [] and reply.status in (400, 403), (target, reply.status)

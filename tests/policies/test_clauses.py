@@ -1,7 +1,7 @@
 """policies/CLAUSES.md agrees with the packs: every pack policy is listed, every id it names exists,
 and every case it cites exists and decides as the mark says (✓ allowed, ✗ refused, ✂ allowed with
-response fields masked). Each enforced clause cites a refused or masked case, and an allowed one
-unless the row says why none can exist."""
+response fields masked, ⊘ allowed with list items withheld). Each enforced clause cites a refused,
+masked or withheld case, and an allowed one unless the row says why none can exist."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from gateway.authz.policytest import Report, run_suites
 from tests.policies.support import POLICIES, ROUTE_MAPS, shipped_engine
 
 CLAUSES = POLICIES / "CLAUSES.md"
-CITATION = re.compile(r'([✓✗✂]) `([\w./-]+\.toml)`: "([^"]+)"')
+CITATION = re.compile(r'([✓✗✂⊘]) `([\w./-]+\.toml)`: "([^"]+)"')
 POLICY_ID = re.compile(r"`([a-z0-9][a-z0-9-]*[a-z0-9])`")
 
 
@@ -53,6 +53,8 @@ def test_every_cited_case_exists_and_decides_as_marked(report: Report) -> None:
                 assert decision.allowed, name
             elif mark == "✗":
                 assert not decision.allowed, name
+            elif mark == "⊘":
+                assert decision.allowed and outcome.withheld, name
             else:
                 assert decision.allowed and decision.masks, name
 
@@ -60,5 +62,5 @@ def test_every_cited_case_exists_and_decides_as_marked(report: Report) -> None:
 def test_every_enforced_clause_has_a_refusal_and_an_allowed_case() -> None:
     for row in enforced_rows():
         marks = {mark for mark, _, _ in CITATION.findall(row)}
-        assert marks & {"✗", "✂"}, row
+        assert marks & {"✗", "✂", "⊘"}, row
         assert "✓" in marks or "no role" in row or "no allowed" in row, row

@@ -48,8 +48,13 @@ def test_soak_slope_in_mb_per_minute() -> None:
     assert slope_per_minute([(0.0, 1.0)]) == 0.0
 
 
-def test_steady_part_drops_the_first_fifth() -> None:
+def test_steady_part_is_the_second_half() -> None:
     samples = [(float(t), 1.0) for t in range(5, 105, 5)]
     steady = steady_part(samples)
-    assert steady[0][0] == 20.0
+    assert steady[0][0] == 50.0
     assert steady[-1][0] == 100.0
+    # A cache filling early then a plateau is flat; growth that goes on is not.
+    filling = [(float(t), min(40.0 + t, 100.0)) for t in range(5, 305, 5)]
+    assert abs(slope_per_minute(steady_part(filling))) < 0.01
+    leaking = [(float(t), 40.0 + t / 10) for t in range(5, 305, 5)]
+    assert slope_per_minute(steady_part(leaking)) == pytest.approx(6.0)
