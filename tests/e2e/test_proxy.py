@@ -162,3 +162,31 @@ def test_concurrent_requests_share_the_pool(echo_stack: Stack) -> None:
     for t in threads:
         t.join(60)
     assert statuses == [200] * 80
+
+
+def test_trace_context_joins_the_callers_trace_and_reaches_upstream(echo_stack: Stack) -> None:
+    import sqlite3
+    import time
+
+    from gateway.audit.query import show_decision
+
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    reply = echo_stack.http("GET", f"/tenants/{A}/contacts/echo-trace", token=support_token(echo_stack),
+                            purpose=SUPPORT, headers={"traceparent": f"00-{trace_id}-{caller_span}-00"})
+    forwarded = dict(reply.json()["headers"])["traceparent"]
+    version, forwarded_trace, our_span, flags = forwarded.split("-")
+    assert (version, forwarded_trace, flags) == ("00", trace_id, "01")  # sampled whatever the caller said
+    assert our_span != caller_span
+    decision_id = reply.header("X-Decision-Id")
+    assert decision_id
+    record = None
+    deadline = time.monotonic() + 10
+    while record is None and time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{echo_stack.audit_path}?mode=ro", uri=True) as conn:
+            conn.row_factory = sqlite3.Row
+            record = show_decision(conn, decision_id)
+        time.sleep(0.05)
+    assert record is not None
+    assert record["trace_id"] == trace_id
+    assert record["span_id"] == our_span
+    assert record["parent_span_id"] == caller_span
