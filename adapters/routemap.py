@@ -440,8 +440,13 @@ def _check_facts_from(template: Any, names: set[str], facts: tuple[FactRule, ...
         if part.startswith("{") and part.endswith("}"):
             if part[1:-1] not in names:
                 raise ValueError(f"facts_from: {part} is not a parameter of the route")
-        elif not part or "{" in part or "}" in part or normalise_path("/" + part) != (part,):
-            raise ValueError(f"facts_from: literal segment {part!r} must be written decoded")
+        else:
+            try:
+                decoded = normalise_path("/" + part) if part and "{" not in part and "}" not in part else None
+            except PathRejected as exc:
+                raise ValueError(f"facts_from: literal segment {part!r}: {exc.reason}") from None
+            if decoded != (part,):
+                raise ValueError(f"facts_from: literal segment {part!r} must be written decoded")
 
 
 def load_route_map(path: str | Path) -> list[Route]:

@@ -242,14 +242,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._cancel_body_timer()
         running = self._running
-        if running is not None and running.response_started and not running.response_complete:
-            # A response is being written on this connection: never interleave with it. Drop what is
-            # queued behind it and close once it is complete.
-            running.keep_alive = False
-            self.pipeline.clear()
-            self.flow.pause_reading()
-            return
-        # Otherwise answer now; a request whose app has not answered yet sees the client gone.
+        if running is not None and not running.response_complete:
+            about_running = self._reading_body and running is self.cycle
+            if running.response_started or not about_running:
+                # A response to an earlier request is due on this connection: never put ours before
+                # or inside it. Drop what is queued behind it and close once it is complete.
+                running.keep_alive = False
+                self.pipeline.clear()
+                self.flow.pause_reading()
+                return
+        # Answer now. If it is the body of the running request that failed, its app sees the client
+        # gone (it has not answered yet, so nothing of its answer is lost).
         refusal = ProtocolRefusal(
             decision_id=uuid7(),
             time=time.time(),

@@ -53,9 +53,7 @@ class BareProxy:
             return
         session = self._session
         assert session is not None
-        headers = [
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"] if n not in HOP_BY_HOP
-        ]
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"] if n not in HOP_BY_HOP]
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
@@ -63,9 +61,7 @@ class BareProxy:
         has_body = any(n in (b"content-length", b"transfer-encoding") for n, _ in scope["headers"])
         body = _body(receive) if has_body else None
         try:
-            async with session.request(
-                scope["method"], url, headers=headers, data=body, allow_redirects=False
-            ) as r:
+            async with session.request(scope["method"], url, headers=headers, data=body, allow_redirects=False) as r:
                 out = [(n.lower(), v) for n, v in r.raw_headers if n.lower() not in HOP_BY_HOP]
                 await send({"type": "http.response.start", "status": r.status, "headers": out})
                 length = r.content_length

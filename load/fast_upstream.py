@@ -108,9 +108,7 @@ class FixedJsonProtocol(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             if self._transport is not None:
-                self._transport.write(
-                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                )
+                self._transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

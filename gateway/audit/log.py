@@ -102,6 +102,7 @@ class AuditLog:
         self._fail_closed = settings.fail_closed
         self._queue_size = settings.queue_size
         self._batch_size = settings.batch_size
+        self._linger = settings.linger_seconds
         self._queue: deque[_Item] = deque()
         self._inflight = 0
         self._wake = threading.Event()
@@ -409,6 +410,8 @@ class AuditLog:
             if queue or self._stop.is_set():
                 continue
             self._wake.wait(1.0)
+        if not self._durable and self._linger and len(queue) < self._batch_size:
+            self._stop.wait(self._linger)  # gather a group commit; returns at once on close()
         count = min(len(queue), self._batch_size)
         self._inflight = count
         batch = [queue.popleft() for _ in range(count)]

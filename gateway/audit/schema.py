@@ -25,7 +25,7 @@ from urllib.parse import quote
 from gateway.audit.record import DecisionRecord
 
 SCHEMA_VERSION = 1
-WRITER_CACHE_KIB = 65536
+WRITER_CACHE_KIB = 8192  # an append-mostly writer needs little cache; bigger only grows RSS
 
 TERM_CATEGORY = "c:"
 TERM_POLICY = "p:"

@@ -20,6 +20,9 @@ class AuditSettings:
     queue_size: int = 10000
     #: Most records in one group commit.
     batch_size: int = 512
+    #: async mode: how long the writer waits for more records before a group commit, so one commit
+    #: carries many records under load (durable mode never waits: its callers are blocked meanwhile).
+    linger_seconds: float = 0.005
     #: Store unwritable: True = ``record()`` raises ``AuditUnavailable`` (the gateway answers 503);
     #: False = requests go on, the failure is logged, counted and shown by ``healthy``/``last_error``.
     fail_closed: bool = True

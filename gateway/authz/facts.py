@@ -64,3 +64,20 @@ class Facts:
     tenant_facts: TenantFacts
     time: int  # seconds since the epoch
     record: RecordFacts | None = None  # context.record: sorted (name, value) pairs
+
+    def with_record(self, record: RecordFacts, time: int) -> Facts:
+        """These facts once the record's are known, at ``time`` (``dataclasses.replace`` costs more)."""
+        return Facts(
+            self.principal,
+            self.route,
+            self.resource_id,
+            self.tenant,
+            self.owner,
+            self.purpose,
+            self.recipient,
+            self.consent,
+            self.body,
+            self.tenant_facts,
+            time,
+            record,
+        )

@@ -13,7 +13,8 @@ days, so the cache stays useful). Then the decision's masks are applied.
   item a policy refuses is withheld: replaced by ``null`` (so the other items keep their positions)
   and its pointer (``/events/3``) listed with the masked fields in ``X-Redacted-Fields``. The answer
   itself stays allowed. Items with the same facts share one decision.
-- Only 2xx answers carry a record; any other status is passed on, still masked.
+- Only 2xx answers carry a record; any other status is passed on, still masked. An empty body gives
+  nothing away and is passed on as it is.
 - Failing closed: an answer whose facts cannot be read (not JSON, a required fact missing or of
   another type, no array where the items should be, more distinct records than the review bound) is
   refused with 502 ``unreadable_response``, never passed on unchecked; so is a body that must be masked
@@ -100,8 +101,7 @@ def record_refusal(decision: Decision, verdict: Verdict, cached: bool) -> Decisi
 
 def decide_record(basis: Basis, raw: RawFacts, now: float) -> tuple[Verdict, bool]:
     """The verdict on ``basis``'s request once the record's facts ``raw`` are known, at time ``now``."""
-    facts = dataclasses.replace(basis.facts, record=record_facts(raw, now), time=int(now))
-    return basis.engine.decide(facts)
+    return basis.engine.decide(basis.facts.with_record(record_facts(raw, now), int(now)))
 
 
 def review_prefetched(decision: Decision, raw: RawFacts | None, now: float) -> Decision:
@@ -138,7 +138,8 @@ def review(
     withheld: list[str] = []
     policies: set[str] = set()
     basis = decision.basis
-    if decision.reviews_record and 200 <= status < 300 and basis is not None:
+    # An empty body gives nothing away: there is nothing to check (a 204, a HEAD).
+    if decision.reviews_record and 200 <= status < 300 and basis is not None and body:
         if not is_json_type(content_type):
             return ResponseReview(unreadable(decision, "the record's facts are needed but the answer is not JSON"), b"")
         try:
@@ -191,7 +192,7 @@ def _review_items(
         if verdict is None:
             if len(memo) >= max_records:
                 raise FactError(f"more than {max_records} distinct records in one answer")
-            verdict, _ = basis.engine.decide(dataclasses.replace(base, record=record, time=int(now)))
+            verdict, _ = basis.engine.decide(base.with_record(record, int(now)))
             memo[record] = verdict
         if not verdict.allowed:
             array[index] = None

@@ -118,6 +118,9 @@ class Authenticator:
         source = self._keys.sources.get(tid)
         if source is None:
             raise AuthenticationError("tenant_not_allowed", f"Tenant {tid} is not allowed here.")
+        # Refusing needs no trust in the claims, so an expired or not-yet-valid token is turned away
+        # before the RSA check: a client replaying an expired token must not cost a signature each time.
+        exp = check_lifetime(claims, now, self.settings.leeway_seconds)
 
         keys = source.current
         key = keys.keys.get(kid) if keys is not None else None
@@ -146,5 +149,4 @@ class Authenticator:
 
         version = check_issuer(claims, keys, key, tid)
         check_audience(claims, self._audiences)
-        exp = check_lifetime(claims, now, self.settings.leeway_seconds)
         return principal_from_claims(claims, tid, version, exp), kid

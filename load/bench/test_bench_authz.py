@@ -11,6 +11,9 @@ policies and with 300 generated policies added.
   slicing saves.
 - ``authorize_hit``: ``Authorizer.authorize`` end to end (route, input checks, resolver cache, decision
   cache), without an event-loop round trip (with facts cached it never suspends).
+- ``review_hit`` / ``review_miss``: ``review.review`` of the payment's JSON answer once the upstream
+  answered: parse, read the record's facts (its age), the second decision (from the cache, or one Cedar
+  evaluation with the entity handle warm), mask the card number, serialise.
 
 "shipped" is the policies directory as shipped (base policies and the policy packs). The request is a
 support agent reading a payment (the card number is masked). The 300 generated
@@ -21,6 +24,7 @@ policies use the real roles, actions and record types (every tenth one without a
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -35,13 +39,15 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tests.* is not on the path when pytest runs from load/
     sys.path.insert(0, str(ROOT))
 
-from gateway.authz.authorizer import Authorizer  # noqa: E402
+from gateway.authz.authorizer import Authorizer, make_decision  # noqa: E402
 from gateway.authz.decision import Decision  # noqa: E402
 from gateway.authz.engine import PolicyEngine  # noqa: E402
 from gateway.authz.entities import context_json, request_dict  # noqa: E402
 from gateway.authz.facts import Facts  # noqa: E402
 from gateway.authz.policyset import build_policy_set  # noqa: E402
+from gateway.authz.review import review  # noqa: E402
 from gateway.authz.settings import AuthzSettings  # noqa: E402
+from gateway.demo.fixtures import load_fixtures  # noqa: E402
 from gateway.demo.upstream import create_upstream_app  # noqa: E402
 from tests.authz.support import ROUTE_MAPS, SHIPPED_POLICIES, A, facts, generated_policies, user  # noqa: E402
 from tests.support.servers import serve  # noqa: E402
@@ -80,7 +86,7 @@ def engine(policies_dir: Path) -> PolicyEngine:
 
 
 def payment_read(engine: PolicyEngine) -> Facts:
-    return facts(engine, user("Support.Agent"), "payments.read", "pay-a-001", purpose=PURPOSE)
+    return facts(engine, user("Support.Agent"), "payments.read", "pay-a-005", purpose=PURPOSE)
 
 
 def test_decide_hit(benchmark: Any, engine: PolicyEngine) -> None:
@@ -124,6 +130,35 @@ def test_unsliced_full_set(benchmark: Any, engine: PolicyEngine) -> None:
     assert result.diagnostics.errors == []
 
 
+def payment_answer() -> bytes:
+    """The reference services' answer for pay-a-005 (within retention), as they serialise it."""
+    (payment,) = [p for p in load_fixtures()[A].payments if p["id"] == "pay-a-005"]
+    return json.dumps(payment, separators=(",", ":")).encode()
+
+
+def test_review_hit(benchmark: Any, engine: PolicyEngine) -> None:
+    request = payment_read(engine)
+    decision = make_decision(engine, request, *engine.decide(request), None)
+    body, now = payment_answer(), time.time()
+    assert decision.reviews_record
+    outcome = benchmark(review, decision, 200, "application/json", body, now)
+    assert outcome.refusal is None and "/card_number" in outcome.pointers
+
+
+def test_review_miss(benchmark: Any, engine: PolicyEngine) -> None:
+    request = payment_read(engine)
+    decision = make_decision(engine, request, *engine.decide(request), None)
+    body, now = payment_answer(), time.time()
+    decisions = engine.decisions
+
+    def miss() -> Any:
+        decisions.clear()
+        return review(decision, 200, "application/json", body, now)
+
+    outcome = benchmark(miss)
+    assert outcome.refusal is None and "/card_number" in outcome.pointers
+
+
 def complete(coroutine: Coroutine[Any, Any, Decision]) -> Decision:
     """Run a coroutine that must not suspend (facts cached): no event-loop overhead in the figure."""
     try:
@@ -145,7 +180,7 @@ async def test_authorize_hit(benchmark: Any, upstream_url: str, policies_dir: Pa
     await authz.start()
     try:
         principal = user("Support.Agent")
-        match = authz.match("GET", f"/tenants/{A}/payments/pay-a-001")
+        match = authz.match("GET", f"/tenants/{A}/payments/pay-a-005")
         assert match is not None
 
         def call() -> Any:

@@ -15,9 +15,7 @@ from load.measure.mix import WireRequest
 
 def send(base_url: str, request: WireRequest, timeout_s: float = 5.0) -> tuple[int, dict[str, str]]:
     data = request.body.encode() if request.body is not None else None
-    call = urllib.request.Request(
-        base_url + request.path, data=data, method=request.method, headers=request.headers
-    )
+    call = urllib.request.Request(base_url + request.path, data=data, method=request.method, headers=request.headers)
     try:
         with urllib.request.urlopen(call, timeout=timeout_s) as response:
             response.read()

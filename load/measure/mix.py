@@ -260,9 +260,7 @@ def wire_requests(mix: Mix, book: TokenBook) -> list[WireRequest]:
             headers["Authorization"] = f"Bearer {token}"
         if entry.purpose is not None:
             headers["X-Purpose"] = entry.purpose
-        out.extend(
-            WireRequest(entry, entry.method, entry.path, headers, entry.body) for _ in range(entry.weight)
-        )
+        out.extend(WireRequest(entry, entry.method, entry.path, headers, entry.body) for _ in range(entry.weight))
     random.Random(MIX_SEED).shuffle(out)
     return out
 

@@ -32,20 +32,18 @@ def _nines(percentile: float) -> float:
 def latency_plot(targets: dict[str, TargetResult], path: Path, title: str = "") -> Path:
     figure, axes = plt.subplots(2, 2, figsize=(13, 10), sharey=False)
     ticks = [_nines(p) for _, p in PLOTTED]
+    # One colour per target in every panel, even where a target has no line.
+    colours = {name: f"C{index % 10}" for index, name in enumerate(targets)}
     for axis, (key, label) in zip(axes.flat, PANELS, strict=True):
         drawn = 0
         for name, target in targets.items():
             median = target.median(key) if target.available else None
             if not median:
                 continue
-            points = [
-                (x, median[k] / 1000)
-                for (k, _), x in zip(PLOTTED, ticks, strict=True)
-                if median.get(k, 0) > 0
-            ]
+            points = [(x, median[k] / 1000) for (k, _), x in zip(PLOTTED, ticks, strict=True) if median.get(k, 0) > 0]
             if not points:
                 continue
-            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name, color=colours[name])
             drawn += 1
         axis.set_title(label)
         axis.set_xticks(ticks)

@@ -95,9 +95,7 @@ class Service:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise ServiceError(
-                    f"{self.name} exited with {self.process.returncode} at start-up:\n{self.log_tail()}"
-                )
+                raise ServiceError(f"{self.name} exited with {self.process.returncode} at start-up:\n{self.log_tail()}")
             if self._answers():
                 return
             time.sleep(0.1)

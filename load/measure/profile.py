@@ -94,9 +94,7 @@ def thread_names(stacks: list[tuple[list[str], int]]) -> dict[str, str]:
         if not thread or thread in names:
             continue
         code = [f for f in frames if not _is_process_frame(f)]
-        runs = [
-            i for i, f in enumerate(code) if f.startswith("Thread.run ") or f.startswith("run (threading.py")
-        ]
+        runs = [i for i, f in enumerate(code) if f.startswith("Thread.run ") or f.startswith("run (threading.py")]
         if runs and runs[0] + 1 < len(code):
             names[thread] = f"{thread}: {code[runs[0] + 1]}"
     for frames, _ in stacks:

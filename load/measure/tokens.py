@@ -79,9 +79,7 @@ def issuers(authority: str, tenants: tuple[str, ...]) -> list[str]:
 def fetch_jwks(authority: str, tenant: str, timeout_s: float = 5.0) -> dict[str, Any]:
     """The JWKS the dev IdP publishes for ``tenant``, found through its OpenID configuration."""
     base = authority.rstrip("/")
-    with urllib.request.urlopen(
-        f"{base}/{tenant}/v2.0/.well-known/openid-configuration", timeout=timeout_s
-    ) as r:
+    with urllib.request.urlopen(f"{base}/{tenant}/v2.0/.well-known/openid-configuration", timeout=timeout_s) as r:
         jwks_uri = json.load(r)["jwks_uri"]
     with urllib.request.urlopen(jwks_uri, timeout=timeout_s) as r:
         jwks: dict[str, Any] = json.load(r)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,78 @@ def test_overlapping_routes_are_refused(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(RouteMapError, match="overlaps"):
         RouteTable.load([path])
+
+
+# --- record facts ----------------------------------------------------------------------------------
+
+
+def test_shipped_maps_read_record_facts() -> None:
+    by_id = TABLE.by_id
+    read = by_id["contacts.read"]
+    assert [(f.name, f.pointer.text, f.kind, f.required) for f in read.response_facts] == [
+        ("age_days", "/created_at", "age", True),
+        ("marketing_opt_out", "/marketing_opt_out", "bool", True),
+    ]
+    assert read.facts_items is None and read.facts_from is None and read.tenant_retention == "contacts"
+    listing = by_id["contacts.list"]
+    assert listing.facts_items is not None and listing.facts_items.tokens == ("contacts",)
+    assert by_id["analytics.events"].facts_items is not None
+    recording = by_id["calls.recording"]
+    assert recording.facts_from == "/tenants/{tid}/calls/{id}" and recording.tenant_retention == "recordings"
+    match = TABLE.match("GET", f"/tenants/{A}/calls/call-a-001/recording")
+    assert match is not None and match.route.facts_path(match.params) == f"/tenants/{A}/calls/call-a-001"
+    export = TABLE.match("POST", f"/tenants/{A}/contacts/a:b@c+d/export")
+    assert export is not None and export.route.facts_path(export.params) == f"/tenants/{A}/contacts/a%3Ab%40c%2Bd"
+    assert not by_id["payments.list"].response_facts and not by_id["gmail.messages.read"].response_facts
+
+
+ROUTE_HEAD = (
+    '[map]\nname = "x"\n[params]\ntid = "uuid"\n[[route]]\nid = "r"\nmethod = "GET"\n'
+    'path = "/t/{tid}/x/{id}"\naction = "read"\nresource = "Contact"\ncategories = ["user"]\ntenant = "tid"\n'
+)
+
+
+def facts_line(*facts: str) -> str:
+    return "response_facts = [" + ", ".join("{ " + f + " }" for f in facts) + "]\n"
+
+
+AGE_A = 'name = "a", pointer = "/a", kind = "age"'
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("response_facts = []\n", "non-empty list"),
+        (facts_line('name = "a", pointer = "/a", kind = "time"'), "expected 'age' or 'bool'"),
+        (facts_line('name = "a-b", pointer = "/a", kind = "age"'), "not an identifier"),
+        (facts_line('name = "a", pointer = "a", kind = "age"'), "must start with '/'"),
+        (facts_line(AGE_A + ', required = "yes"'), "must be a boolean"),
+        (facts_line(AGE_A + ", max = 1"), "each response fact"),
+        (facts_line(AGE_A, 'name = "a", pointer = "/b", kind = "bool"'), "listed twice"),
+        (facts_line('name = "a", pointer = "/x/*/a", kind = "age"', 'name = "b", pointer = "/b", kind = "bool"'),
+         "not both"),
+        (facts_line('name = "a", pointer = "/x/*/a", kind = "age"', 'name = "b", pointer = "/y/*/b", kind = "bool"'),
+         "same array"),
+        (facts_line('name = "a", pointer = "/x/*/y/*/a", kind = "age"'), "at most one"),
+        (facts_line('name = "a", pointer = "/x/*", kind = "age"'), "a member of the items"),
+        (facts_line('name = "a", pointer = "/*/a", kind = "age"'), "a member of the items"),
+        ('facts_from = "/t/{tid}"\n', "needs response_facts"),
+        ('facts_from = "/t/{tid}/{nope}"\n' + facts_line(AGE_A), "not a parameter"),
+        ('facts_from = "/t/../{tid}"\n' + facts_line(AGE_A), "facts_from: literal segment '..'"),
+        ('facts_from = "t/{tid}"\n' + facts_line(AGE_A), "starting with '/'"),
+        ('facts_from = "/t/{tid}"\n' + facts_line('name = "a", pointer = "/x/*/a", kind = "age"'), "no '*'"),
+        ('tenant_retention = "Payments"\n', "tenant_retention"),
+    ],
+)  # fmt: skip
+def test_record_fact_declarations_are_checked(tmp_path: Path, extra: str, message: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(ROUTE_HEAD + extra)
+    with pytest.raises(RouteMapError, match=rf"^{bad}:\d+: route r: .*{re.escape(message)}"):
+        load_route_map(bad)
+    mine = tmp_path / "principal.toml"
+    mine.write_text(ROUTE_HEAD.replace('tenant = "tid"', 'tenant = "principal"') + 'tenant_retention = "payments"\n')
+    with pytest.raises(RouteMapError, match="needs a tenant parameter"):
+        load_route_map(mine)
 
 
 # --- path tricks: nothing derived from a tenant-A path reaches tenant B -----------------------------

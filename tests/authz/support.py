@@ -19,14 +19,17 @@ SHIPPED_POLICIES = ROOT / "policies"
 
 
 def _base_only() -> Path:
-    """The schema, taxonomy, base manifest and base policies alone, so these tests pin the base
-    mechanisms whatever the packs add (the packs have their own tests)."""
+    """The schema, taxonomy, base manifest and base policies, plus the shared retention rule (the
+    mechanism that reads records' facts), so these tests pin the base mechanisms whatever the packs
+    add (the packs have their own tests)."""
     target = Path(tempfile.mkdtemp(prefix="authz-base-")) / "policies"
     atexit.register(shutil.rmtree, target.parent, True)
     target.mkdir()
     shutil.copy(SHIPPED_POLICIES / "schema.cedarschema", target)
     shutil.copytree(SHIPPED_POLICIES / "taxonomy", target / "taxonomy")
     shutil.copytree(SHIPPED_POLICIES / "base", target / "base")
+    (target / "retention").mkdir()
+    shutil.copy(SHIPPED_POLICIES / "packs" / "shared" / "retention.cedar", target / "retention")
     (target / "manifests").mkdir()
     shutil.copy(SHIPPED_POLICIES / "manifests" / "base.toml", target / "manifests")
     return target
@@ -86,6 +89,7 @@ def facts(
     body: tuple[tuple[str, str], ...] = (),
     recording: bool | None = True,
     optouts: frozenset[str] | None = None,
+    retention: int | None = None,
     time: int = NOW,
 ) -> Facts:
     tenant = tenant or principal.tenant
@@ -99,7 +103,7 @@ def facts(
         recipient=recipient,
         consent=consent,
         body=body,
-        tenant_facts=TenantFacts(tenant, True, recording, optouts),
+        tenant_facts=TenantFacts(tenant, True, recording, optouts, retention),
         time=time,
     )
 

