@@ -29,6 +29,7 @@ from gateway.config import Config
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.bearer import www_authenticate
 from gateway.identity.errors import AuthenticationError
+from gateway.http_protocol import ProtocolRefusal
 from gateway.identity.principal import Principal
 from gateway.problem import PROBLEM_CONTENT_TYPE, problem_body
 from gateway.proxy import (
@@ -89,6 +90,7 @@ class Gateway:
         self._max_masked_bytes = config.upstream.max_masked_body_bytes
         self._forward_authorization = config.upstream.forward_authorization
         self._fail_closed = config.audit.fail_closed
+        self._refusal_tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -344,6 +346,22 @@ class Gateway:
         if not exchange.record.policies:
             exchange.record.policies = tuple(r["policy"] for r in reasons)
         await self._problem(exchange, 403, "the request is not permitted by policy", reasons=reasons)
+
+    # -- requests the HTTP layer refused before the app saw them (gateway/http_protocol.py) ---------------
+
+    def protocol_refusal(self, refusal: ProtocolRefusal) -> None:
+        """Audit a 400/408/431 the HTTP protocol answered itself (it already sent X-Decision-Id)."""
+        record = DecisionRecord(
+            decision_id=refusal.decision_id, time=refusal.time, method=refusal.method,
+            path=refusal.target.split("?", 1)[0], status=refusal.status, reason=refusal.reason, decision="deny",
+        )
+        task = asyncio.get_running_loop().create_task(self._record_refusal(record))
+        self._refusal_tasks.add(task)
+        task.add_done_callback(self._refusal_tasks.discard)
+
+    async def _record_refusal(self, record: DecisionRecord) -> None:
+        with contextlib.suppress(AuditUnavailable):  # fail_closed keeps it queued and stores it as a 503
+            await self.audit.record(record)
 
     # -- health, readiness, lifespan -----------------------------------------------------------------
 

@@ -34,8 +34,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Bodies up to this size with a known length are read whole and sent in one ASGI message.
 SMALL_BODY_BYTES = 64 * 1024
-# Date is the gateway server's own; content-length is recomputed or re-sent by the gateway.
-RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"content-length", b"date"}
+# Date is the gateway server's own; content-length is recomputed or re-sent by the gateway; Server would
+# name the upstream's software to every client.
+RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"content-length", b"date", b"server"}
 
 
 class UpstreamError(Exception):

@@ -40,6 +40,8 @@ NOT_FORWARDED = frozenset(
         b"forwarded",
         b"traceparent",
         b"tracestate",
+        b"x-original-url",
+        b"x-rewrite-url",
     }
 )
 # Headers the gateway decides on: at most one of each.
@@ -111,7 +113,10 @@ def parse_request_head(scope: dict[str, Any], max_header_bytes: int, forward_aut
     xff: list[bytes] = []
     kept: list[tuple[bytes, bytes]] = []
     for name, value in headers:
-        # uvicorn lower-cases header names.
+        # uvicorn lower-cases header names. A name spelled with underscores is dropped, as nginx and
+        # Envoy do: WSGI/CGI upstreams read X_Gateway_Principal as the gateway's own X-Gateway-Principal.
+        if b"_" in name:
+            continue
         if name in SINGLE_VALUED:
             if name in seen:
                 raise MalformedRequest(400, f"duplicate {name.decode()} header")
@@ -157,9 +162,12 @@ def parse_request_head(scope: dict[str, Any], max_header_bytes: int, forward_aut
     if transfer_encodings:
         if head.content_length is not None:
             raise MalformedRequest(400, "both Content-Length and Transfer-Encoding: refusing an ambiguous body")
-        if transfer_encodings[-1] != b"chunked":
-            raise MalformedRequest(400, "unsupported Transfer-Encoding")
+        if transfer_encodings != [b"chunked"]:
+            # Anything but plain chunked would reach the upstream still encoded, or be read differently.
+            raise MalformedRequest(400, "only Transfer-Encoding: chunked is accepted")
         head.chunked = True
+    if not head.host and scope.get("http_version") == "1.1":
+        raise MalformedRequest(400, "an HTTP/1.1 request must carry a Host header (RFC 9112 section 3.2)")
     if connection_tokens:
         kept = [(n, v) for n, v in kept if n not in connection_tokens]
     if head.client_ip:

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
+from gateway.http_protocol import GatewayHttpProtocol
 
 CONFIG_ENV = "PRIVACY_GATEWAY_CONFIG"
 logger = logging.getLogger("gateway")
@@ -98,7 +99,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "host": server.host,
         "port": server.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GatewayHttpProtocol,  # httptools with head/body timeouts, head size cap, no trailers
         "lifespan": "on",
         "access_log": False,
         "server_header": False,

@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.routemap import Pointer
 from gateway.authz.decision import FAIL_CLOSED, Basis, Decision, Verdict, fail_closed_reason
 from gateway.authz.facts import Facts, RecordFacts
 from gateway.authz.masking import dump, mask_document
@@ -153,7 +154,7 @@ def review(
                 if not verdict.allowed:
                     return ResponseReview(record_refusal(decision, verdict, cached), b"")
             else:
-                _review_items(basis, document, now, max_records, withheld, policies)
+                _review_items(basis, items, document, now, max_records, withheld, policies)
         except FactError as exc:
             return ResponseReview(unreadable(decision, f"the record's facts cannot be read: {exc}"), b"")
     pointers: list[str] = list(withheld)
@@ -173,15 +174,20 @@ def review(
 
 
 def _review_items(
-    basis: Basis, document: Any, now: float, max_records: int, withheld: list[str], policies: set[str]
+    basis: Basis,
+    items: Pointer,
+    document: Any,
+    now: float,
+    max_records: int,
+    withheld: list[str],
+    policies: set[str],
 ) -> None:
-    """Decide every item of the route's array on its own facts; withhold (null) the refused ones."""
+    """Decide every item of the array at ``items`` on its own facts; withhold (null) the refused ones."""
     route = basis.facts.route
-    assert route.facts_items is not None
-    array = resolve(document, route.facts_items.tokens)
+    array = resolve(document, items.tokens)
     if not isinstance(array, list):
-        raise FactError(f"the answer has no array at {route.facts_items.text}")
-    skip = len(route.facts_items.tokens) + 1
+        raise FactError(f"the answer has no array at {items.text}")
+    skip = len(items.tokens) + 1
     memo: dict[RecordFacts, Verdict] = {}
     base: Facts = basis.facts
     for index, item in enumerate(array):
@@ -196,5 +202,5 @@ def _review_items(
             memo[record] = verdict
         if not verdict.allowed:
             array[index] = None
-            withheld.append(f"{route.facts_items.text}/{index}")
+            withheld.append(f"{items.text}/{index}")
             policies.update(verdict.policy_ids)

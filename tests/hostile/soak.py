@@ -571,6 +571,7 @@ def summarize(results: Results, lost: list[str], proxied_denies: list[str | None
         outcomes.update(bucket.outcomes)
         latencies += bucket.latencies
     errors = sum(v for k, v in outcomes.items() if not k[0].isdigit())
+    server_errors = sum(v for k, v in outcomes.items() if k.startswith("5"))
     rss = [b.rss_mb for b in results.buckets if b.rss_mb]
     by_fault = results.by_fault
     from load.measure.soak import slope_per_minute
@@ -580,7 +581,8 @@ def summarize(results: Results, lost: list[str], proxied_denies: list[str | None
         "command": "python -m tests.hostile.soak " + " ".join(sys.argv[1:]),
         "duration_s": duration, "workers": args.workers, "audit_mode": args.audit_mode, "rate_target": args.rate,
         "requests": results.requests, "outcomes": dict(outcomes),
-        "error_rate": round(errors / max(1, results.requests), 4),
+        "error_rate": round(errors / max(1, results.requests), 4),  # connection errors, no answer
+        "status_5xx_rate": round(server_errors / max(1, results.requests), 4),
         "unexpected": dict(results.unexpected), "wrong_allows": len(results.wrong_allows) + len(proxied_denies),
         "wrong_allow_cases": results.wrong_allows[:10] + [f"upstream received {d}" for d in proxied_denies[:10]],
         "decisions_seen": len(results.decision_ids), "records_lost": len(lost), "lost_ids": lost[:10],

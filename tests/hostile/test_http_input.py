@@ -424,8 +424,6 @@ def test_ambiguous_framing_smuggles_nothing(stack: Stack, ledger: Ledger, echo: 
         assert reply.status in (400, 401), (case, reply.status)  # the second request, with no token
 
 
-@pytest.mark.xfail(strict=True, reason="bug: gateway/request.py accepts a transfer coding other than chunked "
-                                       "before the final chunked and forwards the still-encoded body")  # fmt: skip
 @pytest.mark.parametrize("coding", ["gzip, chunked", "identity, chunked"])
 def test_transfer_codings_other_than_chunked_are_refused(
     stack: Stack, ledger: Ledger, echo: tuple[ThreadedServer, Counting], mail_token: str, coding: str
@@ -536,11 +534,6 @@ def test_a_lifted_body_past_its_route_limit_is_413(stack: Stack, ledger: Ledger,
         assert_refused(replies, {413}, "lifted body")
 
 
-@pytest.mark.xfail(
-    not PROTOCOL_HOOK, strict=True,
-    reason="gateway/app.py: Gateway has no protocol_refusal hook, so what the HTTP layer refuses "
-           "(400 not HTTP, 408, 431 head too large) is answered with a decision id but not audited",
-)  # fmt: skip
 def test_refusals_by_the_http_layer_are_audited(stack: Stack, ledger: Ledger,
                                                 echo: tuple[ThreadedServer, Counting]) -> None:  # fmt: skip
     ledger.tried("malformed request line")
@@ -570,11 +563,6 @@ def test_a_trailer_never_stands_in_for_a_missing_header(stack: Stack, ledger: Le
     assert_refused(replies, {400}, "purpose in a trailer")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: gateway/request.py forwards headers spelled with underscores; "
-           "X_Gateway_Principal reaches a WSGI/CGI upstream as HTTP_X_GATEWAY_PRINCIPAL",
-)  # fmt: skip
 def test_underscore_spellings_of_identity_headers_never_reach_the_upstream(
     stack: Stack, ledger: Ledger, echo: tuple[ThreadedServer, Counting], support_token: str
 ) -> None:

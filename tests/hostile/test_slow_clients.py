@@ -227,8 +227,6 @@ def test_many_slow_connections_do_not_starve_a_normal_request(stack: Stack, ledg
         assert [r.status for r in trickle.replies] == [408]
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/serve.py: uvicorn_options() still selects the stock 'httptools' "
-                                       "protocol; wire gateway.http_protocol.GatewayHttpProtocol")  # fmt: skip
 def test_gateway_serve_uses_the_hardened_protocol(idp: DevIdP, tmp_path_factory: pytest.TempPathFactory) -> None:
     env = gateway_env(idp, "http://127.0.0.1:9", tmp_path_factory.mktemp("audit") / "a.sqlite")
     assert uvicorn_options(load_config(None, environ=env))["http"] is GatewayHttpProtocol

@@ -6,7 +6,10 @@ tenants, records and consents, decided by the real engine (route matching, facts
 - no principal of one tenant ever reaches another tenant's records;
 - no person reads someone else's e-mail without one of Google Limited Use's exceptions (the owner's
   affirmative agreement for that message, security, the law; aggregated data is never a message);
-- no card number reaches a principal in the support role unmasked.
+- no card number reaches a principal in the support role unmasked;
+- no record at least as old as its retention (the shorter of the manifests' and its tenant's) is
+  given, in full or as a list item, for any purpose but a legal obligation;
+- no contact who opted out of marketing is given for a marketing purpose.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.routemap import Route
-from gateway.authz.cases import Case, evaluate_case, parse_case
+from gateway.authz.cases import Case, evaluate_case, evaluate_case_review, parse_case
 from gateway.authz.decision import Decision
+from gateway.authz.review import ResponseReview
 from tests.policies.support import ALICE, BOB, CAROL, EMPLOYEE_ROLES, PEOPLE, ROLES, TENANTS, shipped_engine
 
 NOW = 1_790_000_000  # 2026-09-21, seconds since the epoch
@@ -223,3 +227,111 @@ def test_the_generators_reach_allowed_requests() -> None:
         }
         decision = evaluate_case(ENGINE, parse_case(raw, "sample", TENANT_FACTS))
         assert decision.allowed and "/card_number" in decision.masked_pointers
+
+
+# --- record facts: retention and opt-outs -----------------------------------------------------------
+
+AGE_ROUTES = tuple(r for r in ROUTES if any(f.name == "age_days" for f in r.response_facts))
+OPT_OUT_ROUTES = tuple(r for r in ROUTES if any(f.name == "marketing_opt_out" for f in r.response_facts))
+LEGAL = "essential.legal_obligation"
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    case: Case
+    decision: Decision
+    review: ResponseReview | None
+    route: Route
+    age_days: int
+    opted_out: bool
+    tenant_retention: int | None
+
+
+def _place(document: dict[str, Any], tokens: tuple[str, ...], value: Any) -> None:
+    """Put ``value`` at a pointer's tokens (``*`` = the first item of an array)."""
+    node: Any = document
+    for token, following in zip(tokens, (*tokens[1:], None), strict=True):
+        if following is None:
+            node[token] = value
+        elif following == "*":
+            node = node.setdefault(token, [{}])[0]
+        elif token != "*":
+            node = node.setdefault(token, {})
+
+
+def _record(route: Route, age_days: int, jitter: int, opted_out: bool) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for rule in route.response_facts:
+        value: Any = NOW - age_days * 86400 - jitter if rule.kind == "age" else opted_out
+        _place(document, rule.pointer.tokens, value)
+    return document
+
+
+@st.composite
+def reviewed_requests(draw: st.DrawFn, routes: tuple[Route, ...], purposes: st.SearchStrategy[str]) -> Reviewed:
+    role, role_purpose = draw(st.sampled_from(ROLE_PURPOSES))
+    tenant = draw(st.sampled_from(TENANTS))
+    principal = {"kind": "app" if role.startswith("Service.") else "user", "id": draw(st.sampled_from(PEOPLE)),
+                 "tenant": tenant, "roles": [role]}  # fmt: skip
+    purpose = role_purpose if draw(st.booleans()) else draw(purposes)
+    route = draw(st.sampled_from(routes))
+    params = {s.param: tenant if s.param == route.tenant_param else draw(st.sampled_from(RECORD_IDS))
+              for s in route.segments if s.param}  # fmt: skip
+    path = "/" + "/".join(s.literal if s.literal is not None else params[str(s.param)] for s in route.segments)
+    age_days = draw(st.integers(0, 6000))
+    opted_out = draw(st.booleans())
+    retention = draw(st.one_of(st.none(), st.integers(0, 4000)))
+    facts = {"call_recording_enabled": True, "optouts": []}
+    if retention is not None and route.tenant_retention is not None:
+        facts["retention_days"] = {route.tenant_retention: retention}
+    raw: dict[str, Any] = {
+        "name": "generated", "principal": principal, "request": {"method": route.method, "path": path},
+        "purpose": purpose, "time": NOW, "tenant_facts": facts,
+        "record": _record(route, age_days, draw(st.integers(0, 86399)), opted_out),
+    }  # fmt: skip
+    if route.require:
+        raw["recipient"] = "salesforce"
+    case = parse_case(raw, "generated", TENANT_FACTS)
+    decision, review = evaluate_case_review(ENGINE, case)
+    tenant_retention = retention if route.tenant_retention is not None else None
+    return Reviewed(case, decision, review, route, age_days, opted_out, tenant_retention)
+
+
+def _given(reviewed: Reviewed) -> bool:
+    """Whether the record reached the caller: the answer allowed, and the record not withheld."""
+    if not reviewed.decision.allowed:
+        return False
+    return reviewed.review is None or not reviewed.review.withheld
+
+
+@SETTINGS
+@given(reviewed_requests(AGE_ROUTES, any_purpose))
+def test_no_record_past_its_retention_is_given_but_for_a_legal_obligation(reviewed: Reviewed) -> None:
+    limits = [ENGINE.entities.route_entities(reviewed.route).retention_days, reviewed.tenant_retention]
+    known = [days for days in limits if days is not None]
+    purpose = str(reviewed.case.purpose)
+    legal = LEGAL in {purpose, *ENGINE.taxonomy.purposes.ancestors.get(purpose, ())}
+    if known and reviewed.age_days >= min(known) and not legal:
+        assert not _given(reviewed), reviewed.case
+
+
+@SETTINGS
+@given(reviewed_requests(OPT_OUT_ROUTES, st.sampled_from(tuple(p for p in PURPOSES if p.startswith("marketing")))))
+def test_no_contact_who_opted_out_is_given_for_marketing(reviewed: Reviewed) -> None:
+    if reviewed.opted_out and str(reviewed.case.purpose).startswith("marketing"):
+        assert not _given(reviewed), reviewed.case
+
+
+def test_the_record_generators_reach_given_records() -> None:
+    """Records within retention and contacts not opted out are given: the properties can fail."""
+    route = next(r for r in ROUTES if r.id == "contacts.read")
+    raw = {
+        "principal": {"kind": "user", "id": BOB, "tenant": TENANTS[0], "roles": ["Marketing.Manager"]},
+        "request": {"method": "GET", "path": f"/tenants/{TENANTS[0]}/contacts/ct-a-001"},
+        "purpose": "marketing.communications.email", "time": NOW,
+        "record": _record(route, 10, 0, False),
+    }  # fmt: skip
+    decision, review = evaluate_case_review(ENGINE, parse_case(raw, "sample", TENANT_FACTS))
+    assert decision.allowed and review is not None and review.refusal is None
+    raw["record"] = _record(route, 10, 0, True)
+    assert not evaluate_case(ENGINE, parse_case(raw, "sample", TENANT_FACTS)).allowed
