@@ -26,10 +26,10 @@ from gateway.audit.tracecontext import format_traceparent, new_span_id, parse_tr
 from gateway.authz.authorizer import Authorizer
 from gateway.authz.decision import Decision
 from gateway.config import Config
+from gateway.http_protocol import ProtocolRefusal
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.bearer import www_authenticate
 from gateway.identity.errors import AuthenticationError
-from gateway.http_protocol import ProtocolRefusal
 from gateway.identity.principal import Principal
 from gateway.problem import PROBLEM_CONTENT_TYPE, problem_body
 from gateway.proxy import (

@@ -15,7 +15,6 @@ import pytest
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from gateway.demo.tenants import FABRIKAM_TENANT as B
 from tests.hostile.support import (
-    PROTOCOL_HOOK,
     SUPPORT,
     Counting,
     Ledger,
