@@ -214,10 +214,10 @@ class Gateway:
             return None
         record.upstream_ms = round((time.perf_counter() - upstream_clock) * 1000, 3)
 
-        # 6. mask, then release the response once its record is safe.
+        # 6. review (record facts, masks), then release the response once its record is safe.
         try:
-            if decision.masks:
-                await self._respond_masked(exchange, response, decision)
+            if decision.inspects_response:
+                await self._respond_reviewed(exchange, response, decision)
             else:
                 await self._respond_streamed(exchange, response)
         finally:
@@ -230,8 +230,8 @@ class Gateway:
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in head.forward_headers:
             headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        if decision.masks:
-            headers.popall("accept-encoding", None)  # masking needs a body it can read
+        if decision.inspects_response:
+            headers.popall("accept-encoding", None)  # the review needs a body it can read
         if head.forward_xff:
             headers["X-Forwarded-For"] = head.forward_xff.decode("latin-1")
         headers["X-Forwarded-Proto"] = head.scheme
@@ -265,17 +265,17 @@ class Gateway:
             # which is how the client learns the response is truncated.
             logger.warning("upstream broke off the response to %s: %s", record.decision_id, type(exc).__name__)
 
-    async def _respond_masked(self, exchange: Exchange, response: Any, decision: Decision) -> None:
+    async def _respond_reviewed(self, exchange: Exchange, response: Any, decision: Decision) -> None:
+        """Buffer the JSON answer, let the authorizer check the record's facts and mask it, then answer
+        with it, or with the refusal the review returned (audited as the request's decision)."""
         record = exchange.record
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        is_json = content_type == "application/json" or content_type.endswith("+json")
-        if not is_json or encoding not in ("", "identity"):
+        if encoding not in ("", "identity"):
             if _no_body(response):
                 return await self._respond_streamed(exchange, response)
-            record.reason = "unmaskable_response"
+            record.reason = "unreadable_response"
             return await self._problem(
-                exchange, 502, "the upstream answered in a form the gateway cannot mask; refusing to pass it on"
+                exchange, 502, "the upstream answered in a form the gateway cannot check; refusing to pass it on"
             )
         try:
             raw = await read_bounded(response, self._max_masked_bytes)
@@ -283,23 +283,29 @@ class Gateway:
             record.reason = "upstream_error"
             return await self._problem(exchange, 502, "the upstream broke off the response")
         if raw is None:
-            record.reason = "unmaskable_response"
-            return await self._problem(exchange, 502, "the upstream response is too large to mask")
-        try:
-            masked, pointers = self.authorizer.mask(decision, raw)
-        except ValueError:
-            record.reason = "unmaskable_response"
-            return await self._problem(exchange, 502, "the upstream response is not valid JSON; cannot mask it")
-        record.masked_fields = pointers
+            record.reason = "unreadable_response"
+            return await self._problem(exchange, 502, "the upstream response is too large to check")
+        review = self.authorizer.review_response(
+            decision, response.status, response.headers.get("content-type", ""), raw, time.time()
+        )
+        if review.refusal is not None:
+            refusal = review.refusal
+            _record_decision(record, refusal)  # decision deny, reason, policies, clauses of the refusal
+            if refusal.status == 403:
+                return await self._forbidden(exchange, refusal.reasons)
+            return await self._problem(exchange, refusal.status, refusal.detail, reason=refusal.reason)
+        record.masked_fields = review.pointers
+        if review.policies:  # the forbids that withheld list items
+            record.policies = (*record.policies, *review.policies)
         record.status = response.status
         record.reason = record.reason or "allowed"
         if not await self._audit(exchange):
             return
         headers = response_headers(response)
         headers.append((b"x-decision-id", record.decision_id.encode()))
-        if pointers:
-            headers.append((b"x-redacted-fields", ",".join(pointers).encode()))
-        await exchange.respond(response.status, headers, masked)
+        if review.pointers:
+            headers.append((b"x-redacted-fields", ",".join(review.pointers).encode()))
+        await exchange.respond(response.status, headers, review.body)
 
     # -- refusals ------------------------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[st
     if body:
         try:
             document = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
             raise InvalidInput("bad_body", "the request body is not valid JSON") from None
     lifted: list[tuple[str, str]] = []
     for rule in rules:

@@ -74,7 +74,10 @@ def apply_masks(body: bytes, masks: Iterable[MaskRule]) -> tuple[bytes, tuple[st
     rules = list(masks)
     if not rules:
         return body, ()
-    document, masked = mask_document(json.loads(body), rules)
+    try:
+        document, masked = mask_document(json.loads(body), rules)
+    except RecursionError:
+        raise ValueError("the JSON document is nested too deeply to mask") from None
     if not masked:
         return body, ()
     return dump(document), tuple(masked)

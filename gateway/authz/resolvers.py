@@ -161,7 +161,10 @@ class Resolvers:
                 raw = await response.content.read(MAX_FACT_BYTES + 1)
                 if len(raw) > MAX_FACT_BYTES:
                     raise ResolverError(f"{what}: the answer is larger than {MAX_FACT_BYTES} bytes")
-                return json.loads(raw)
+                try:
+                    return json.loads(raw)
+                except (UnicodeDecodeError, ValueError, RecursionError):
+                    raise ResolverError(f"{what}: the answer is not JSON") from None
         except ResolverError:
             raise
         except TimeoutError:

@@ -145,7 +145,7 @@ def review(
             return ResponseReview(unreadable(decision, "the record's facts are needed but the answer is not JSON"), b"")
         try:
             document, parsed = json.loads(body), True
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
             return ResponseReview(unreadable(decision, "the answer is not valid JSON"), b"")
         items = basis.facts.route.facts_items
         try:
@@ -164,7 +164,7 @@ def review(
                 return ResponseReview(unreadable(decision, "the answer must be masked but is not JSON"), b"")
             try:
                 document, parsed = json.loads(body), True
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
                 return ResponseReview(unreadable(decision, "the answer must be masked but is not valid JSON"), b"")
         document, masked = mask_document(document, decision.masks)
         pointers.extend(masked)

@@ -59,7 +59,7 @@ def fake_token() -> bytes:
 
 
 def api_scope() -> dict[str, Any]:
-    path = "/tenants/3f2a6c1e-8d4b-4c7a-9e21-5b8d0f4a7c11/payments/pay-a-001"
+    path = "/tenants/3f2a6c1e-8d4b-4c7a-9e21-5b8d0f4a7c11/payments/pay-a-005"
     return {
         "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
         "raw_path": path.encode(), "query_string": b"fields=amount,card_number", "root_path": "",

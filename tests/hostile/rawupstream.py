@@ -113,7 +113,8 @@ class RawUpstream:
         if mode == "huge-head":
             conn.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (256 * 1024) + b"\r\nContent-Length: 2\r\n\r\n{}")
             return False
-        body = b'{"ok": true}'
+        # a record the gateway may pass on (routes whose map reads its creation time)
+        body = b'{"ok": true, "created_at": "%s"}' % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
         conn.sendall(head + body)
         return True

@@ -83,7 +83,7 @@ def kinds() -> list[Kind]:
     return [
         Kind("read contact", 20, False, path=f"/tenants/{A}/contacts/ct-a-001", token="agent"),
         Kind("read contact, fresh key", 6, False, path=f"/tenants/{A}/contacts/ct-a-002", token="agent-fresh"),
-        Kind("read payment (masked)", 10, False, path=f"/tenants/{A}/payments/pay-a-001", token="billing",
+        Kind("read payment (masked)", 10, False, path=f"/tenants/{A}/payments/pay-a-005", token="billing",
              purpose="essential.service.payment_processing"),
         Kind("list own mail", 8, False, path="/gmail/v1/users/me/messages", token="user", purpose="essential.service"),
         Kind("send mail", 5, False, method="POST", path="/gmail/v1/users/me/messages/send", token="mail",

@@ -588,8 +588,6 @@ def test_a_proxied_response_carries_one_date_header(
     assert names.count("date") == 1, replies[0].headers
 
 
-@pytest.mark.xfail(strict=True, reason="bug: gateway/authz/authorizer.py lift_body() lets RecursionError out "
-                                       "of json.loads for a deeply nested body: 500 instead of 400")  # fmt: skip
 def test_a_deeply_nested_body_to_lift_is_a_400(stack: Stack, ledger: Ledger,
                                                echo: tuple[ThreadedServer, Counting]) -> None:  # fmt: skip
     ledger.tried("huge body")

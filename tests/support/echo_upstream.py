@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -44,6 +45,8 @@ async def echo_upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
             break
 
     async def json_response(doc: Any, status: int = 200, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        # a record the gateway may pass on: created now, its subject not opted out of marketing
+        doc = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "marketing_opt_out": False, **doc}
         body = json.dumps(doc).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
