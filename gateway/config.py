@@ -79,6 +79,7 @@ class PoliciesConfig:
     resolver_ttl_seconds: float = 30.0
     resolver_timeout_seconds: float = 2.0
     resolver_url: str = ""  # facts (tenant settings, opt-outs, consents) come from here; "" = upstream.url
+    last_good_dir: str = ""  # copy of the last policy set that loaded; "" = policies.last-good beside audit.path
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
@@ -50,7 +51,8 @@ def build_gateway(config: Config) -> Any:
         )
     )
     policies = config.policies
-    authorizer = Authorizer.load(
+    last_good_dir = Path(policies.last_good_dir or Path(config.audit.path).parent / "policies.last-good")
+    authorizer = Authorizer.load_or_last_good(
         AuthzSettings(
             policies_dir=policies.dir,
             route_maps=policies.route_maps,
@@ -60,7 +62,8 @@ def build_gateway(config: Config) -> Any:
             decision_cache_size=policies.decision_cache_size,
             watch=policies.watch,
             watch_interval_seconds=policies.watch_interval_seconds,
-        )
+        ),
+        last_good_dir,
     )
     audit = config.audit
     audit_log = AuditLog(

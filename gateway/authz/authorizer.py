@@ -7,11 +7,13 @@ import contextlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from adapters.pathnorm import PathRejected, normalise_path
 from adapters.routemap import LiftRule, Route, RouteMatch
+from gateway.authz import lastgood
 from gateway.authz.decision import (
     DEFAULT_DENY,
     GATEWAY_SOURCE,
@@ -20,7 +22,7 @@ from gateway.authz.decision import (
     Verdict,
     fail_closed_reason,
 )
-from gateway.authz.engine import PolicyEngine
+from gateway.authz.engine import BundleFiles, PolicyEngine
 from gateway.authz.errors import PolicyError, ResolverError
 from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
 from gateway.authz.manifests import RECIPIENT
@@ -206,8 +208,11 @@ class Authorizer:
             capacity=settings.resolver_cache_size,
         )
         self.last_error: str | None = None
+        self.last_good_dir: Path | None = None
         self.reloads = 0
-        self._snapshot = engine.files.snapshot()
+        # The configured files are watched, even when the engine came from the last good bundle.
+        self._watched = BundleFiles(Path(settings.policies_dir), tuple(Path(p) for p in settings.route_maps))
+        self._snapshot = self._watched.snapshot()
         self._watcher: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -216,6 +221,35 @@ class Authorizer:
     def load(cls, settings: AuthzSettings) -> Authorizer:
         """Load and validate everything; raises ``PolicyError`` (file:line diagnostics) if broken."""
         return cls(settings, cls._load_engine(settings))
+
+    @classmethod
+    def load_or_last_good(cls, settings: AuthzSettings, last_good_dir: Path | None) -> Authorizer:
+        """``load``, keeping a copy of what loaded in ``last_good_dir``; when the files are broken, start
+        from that copy (``last_error`` says so) rather than fail, so a replaced worker still decides."""
+        try:
+            authorizer = cls.load(settings)
+        except PolicyError as exc:
+            fallback = lastgood.current(last_good_dir) if last_good_dir is not None else None
+            if fallback is None:
+                raise
+            engine = cls._load_engine(replace(settings, policies_dir=fallback.policies_dir,
+                                              route_maps=fallback.route_maps))
+            authorizer = cls(settings, engine)
+            authorizer.last_good_dir = last_good_dir
+            authorizer.last_error = f"{exc}\n(serving the last good policy set {engine.policy_hash})"
+            logger.error("policies do not load; serving the last good set %s:\n%s", engine.policy_hash, exc)
+            return authorizer
+        authorizer.last_good_dir = last_good_dir
+        authorizer._save_last_good()
+        return authorizer
+
+    def _save_last_good(self) -> None:
+        if self.last_good_dir is None:
+            return
+        try:
+            lastgood.save(self.engine.files, self.engine.policy_hash, self.last_good_dir)
+        except OSError as exc:
+            logger.warning("cannot keep a copy of the policy set in %s: %s", self.last_good_dir, exc)
 
     @staticmethod
     def _load_engine(settings: AuthzSettings) -> PolicyEngine:
@@ -257,7 +291,7 @@ class Authorizer:
 
     def reload(self) -> bool:
         """Load the files again; on success swap the bundle (and its caches), else keep the old one."""
-        snapshot = self.engine.files.snapshot()
+        snapshot = self._watched.snapshot()
         try:
             engine = self._load_engine(self.settings)
         except (PolicyError, OSError, ValueError) as exc:
@@ -269,12 +303,13 @@ class Authorizer:
         self.engine = engine
         self.last_error = None
         self.reloads += 1
+        self._save_last_good()
         logger.info("policy set %s loaded (%d policies)", engine.policy_hash, len(engine.policies.policies))
         return True
 
     def reload_if_changed(self) -> bool | None:
         """Reload when a watched file changed: True/False as ``reload``, None when nothing changed."""
-        if self.engine.files.snapshot() == self._snapshot:
+        if self._watched.snapshot() == self._snapshot:
             return None
         return self.reload()
 

@@ -137,9 +137,13 @@ class PolicyEngine:
         digest = hashlib.sha256()
         digest.update(schema_text.encode())
         digest.update(policies.digest.encode())
+        # Content only (paths relative to the bundle), so the same set hashes the same on every machine
+        # and in its last-good copy: the hash in an audit record names a policy set, not a directory.
         inputs: list[Path] = [*sorted((directory / "taxonomy").glob("*")), *map(Path, manifests.files)]
-        for path in [*inputs, *files.route_maps]:
-            digest.update(str(path).encode() + b"\0" + path.read_bytes())
+        for path in inputs:
+            digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+        for path in files.route_maps:
+            digest.update(b"route map\0" + path.read_bytes())
         engine = cls(
             files=files,
             schema_text=schema_text,

@@ -185,12 +185,6 @@ def served_with_own_policies(idp: DevIdP, echo: tuple[ThreadedServer, Counting],
         assert not ledger.reconcile(stack.audit_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a worker (re)started while a policy file on disk is broken dies in Authorizer.load "
-           "(gateway/serve.py app_from_environment), so the supervisor restarts it in a loop and the gateway "
-           "stays a worker short; the running workers keep the last good set, a new one has none",
-)  # fmt: skip
 def test_a_worker_replaced_while_a_policy_file_is_broken_still_starts(
     served_with_own_policies: tuple[subprocess.Popen[bytes], Stack, Path], ledger: Ledger
 ) -> None:
