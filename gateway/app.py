@@ -90,7 +90,7 @@ class Gateway:
         self._max_masked_bytes = config.upstream.max_masked_body_bytes
         self._forward_authorization = config.upstream.forward_authorization
         self._fail_closed = config.audit.fail_closed
-        self._refusal_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -362,8 +362,8 @@ class Gateway:
             path=refusal.target.split("?", 1)[0], status=refusal.status, reason=refusal.reason, decision="deny",
         )
         task = asyncio.get_running_loop().create_task(self._record_refusal(record))
-        self._refusal_tasks.add(task)
-        task.add_done_callback(self._refusal_tasks.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _record_refusal(self, record: DecisionRecord) -> None:
         with contextlib.suppress(AuditUnavailable):  # fail_closed keeps it queued and stores it as a 503
@@ -410,7 +410,12 @@ class Gateway:
         await self.audit.close()
 
     def _reload_policies(self) -> None:
-        ok = self.authorizer.reload()
+        task = asyncio.get_running_loop().create_task(self._reload_in_thread())
+        self._background.add(task)  # keep a reference until done
+        task.add_done_callback(self._background.discard)
+
+    async def _reload_in_thread(self) -> None:
+        ok = await asyncio.to_thread(self.authorizer.reload)
         if ok:
             logger.info("policies reloaded on SIGHUP (hash %s)", self.authorizer.policy_hash)
         else:

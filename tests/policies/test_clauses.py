@@ -1,4 +1,4 @@
-"""policies/CLAUSES.md agrees with the packs: every pack policy is listed, every id it names exists,
+"""The clause tables of policies/README.md agree with the packs: every pack policy is listed, every id it names exists,
 and every case it cites exists and decides as the mark says (✓ allowed, ✗ refused, ✂ allowed with
 response fields masked, ⊘ allowed with list items withheld). Each enforced clause cites a refused,
 masked or withheld case, and an allowed one unless the row says why none can exist."""
@@ -13,7 +13,7 @@ from gateway.authz.decision import DEFAULT_DENY
 from gateway.authz.policytest import Report, run_suites
 from tests.policies.support import POLICIES, ROUTE_MAPS, shipped_engine
 
-CLAUSES = POLICIES / "CLAUSES.md"
+CLAUSES = POLICIES / "README.md"
 CITATION = re.compile(r'([✓✗✂⊘]) `([\w./-]+\.toml)`: "([^"]+)"')
 POLICY_ID = re.compile(r"`([a-z0-9][a-z0-9-]*[a-z0-9])`")
 
