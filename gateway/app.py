@@ -79,8 +79,10 @@ class Gateway:
         authorizer: Authorizer,
         audit: AuditLog,
         upstream: UpstreamClient,
+        meter_provider: Any = None,
     ) -> None:
         self.config = config
+        self.meter_provider = meter_provider
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.audit = audit
@@ -408,6 +410,8 @@ class Gateway:
         await self.authorizer.close()
         await self.upstream.close()
         await self.audit.close()
+        if self.meter_provider is not None:  # flush the last metrics, bounded
+            await asyncio.to_thread(self.meter_provider.shutdown, timeout_millis=3000)
 
     def _reload_policies(self) -> None:
         task = asyncio.get_running_loop().create_task(self._reload_in_thread())

@@ -28,6 +28,7 @@ def build_gateway(config: Config) -> Any:
     """Assemble the request path from its parts (imported here so `--help` stays fast)."""
     from gateway.app import Gateway
     from gateway.audit.log import AuditLog
+    from gateway.audit.metrics import build_meter_provider
     from gateway.audit.settings import AuditSettings
     from gateway.authz.authorizer import Authorizer
     from gateway.authz.settings import AuthzSettings
@@ -66,6 +67,8 @@ def build_gateway(config: Config) -> Any:
         last_good_dir,
     )
     audit = config.audit
+    # Metrics go out beside the spans; with no endpoint the no-op provider keeps them free.
+    meter_provider = build_meter_provider(audit.otlp_endpoint, audit.service_name) if audit.otlp_endpoint else None
     audit_log = AuditLog(
         AuditSettings(
             path=audit.path,
@@ -82,11 +85,12 @@ def build_gateway(config: Config) -> Any:
             busy_timeout_seconds=audit.busy_timeout_seconds,
             otlp_timeout_seconds=audit.otlp_timeout_seconds,
             export_max_backoff_seconds=audit.export_max_backoff_seconds,
-        )
+        ),
+        meter_provider=meter_provider,
     )
     return Gateway(
         config, authenticator=authenticator, authorizer=authorizer, audit=audit_log,
-        upstream=UpstreamClient(config.upstream),
+        upstream=UpstreamClient(config.upstream), meter_provider=meter_provider,
     )
 
 
