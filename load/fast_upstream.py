@@ -50,7 +50,8 @@ CONTACT = {
     "created_at": "2025-02-03T11:00:00Z",
 }
 MESSAGES = {"messages": [{"id": "18c2a1f0b3d4e5f6", "threadId": "18c2a1f0b3d4e5f6"}], "resultSizeEstimate": 1}
-GENERIC = {"ok": True, "id": "item-01", "items": []}
+# Any other record (call metadata, ...): recent, so retention rules let it through.
+GENERIC = {"ok": True, "id": "item-01", "items": [], "created_at": "2026-06-01T10:00:00Z"}
 HEALTH = {"status": "ok"}
 
 

@@ -16,6 +16,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.demo.fixtures import load_fixtures
 from gateway.demo.tenants import CONTOSO_TENANT, FABRIKAM_TENANT
@@ -61,11 +62,15 @@ def _ids() -> dict[str, dict[str, str]]:
     fixtures = load_fixtures()
     out: dict[str, dict[str, str]] = {}
     for tenant, data in fixtures.items():
+        # The newest records: older fixtures are past their retention on purpose, and would be refused.
+        def newest(records: Any) -> str:
+            return str(max(records, key=lambda r: str(r.get("created_at", "")))["id"])
+
         out[tenant] = {
             "contact": str(data.contacts[0]["id"]),
-            "payment": str(data.payments[0]["id"]),
-            "call": str(data.calls[0]["id"]),
-            "survey": str(data.surveys[0]["id"]),
+            "payment": newest(data.payments),
+            "call": newest(data.calls),
+            "survey": newest(data.surveys),
         }
     return out
 
