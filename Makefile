@@ -25,7 +25,7 @@ policy-test: install
 	$(BIN)/gateway policy validate policies
 	$(BIN)/gateway policy test policies --coverage --threshold 95
 
-test: install
+test: install lint
 	$(BIN)/gateway policy validate policies
 	$(BIN)/gateway policy test policies --coverage --threshold 95
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider tests
