@@ -203,10 +203,14 @@ async def test_queries_run_while_the_gateway_writes(tmp_path: Path) -> None:
                 await asyncio.sleep(0.005)
 
         def read_many() -> list[int]:
-            seen = []
-            for _ in range(20):
+            # Read until the writer's commits show, bounded in count and time (no timing claim).
+            seen: list[int] = []
+            deadline = time.monotonic() + 10
+            for _ in range(2000):
                 with contextlib.closing(connect_reader(str(store))) as conn:
                     seen.append(len(query_decisions(conn, AuditFilter(limit=10**6))))
+                if (len(seen) >= 20 and seen[-1] > seen[0]) or time.monotonic() > deadline:
+                    break
             return seen
 
         writer = asyncio.create_task(write())
