@@ -18,17 +18,11 @@ import pytest
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from tests.support.idp import DevIdP
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
-from tests.support.stack import Stack, gateway_env
+from tests.support.stack import Stack, gateway_env, process_stack
 
 SUPPORT = "essential.service.operations.support"
 MAX_REQUESTS = 3000
 LOAD_SECONDS = 2.0
-
-
-class _Port:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
 
 
 def start(idp: DevIdP, upstream: ThreadedServer, audit: Path, **env: str) -> tuple[subprocess.Popen[bytes], Stack]:
@@ -37,7 +31,7 @@ def start(idp: DevIdP, upstream: ThreadedServer, audit: Path, **env: str) -> tup
     full.update(gateway_env(idp, upstream.url, audit, **env))
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=full,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stack = Stack(idp=idp, upstream_url=upstream.url, gateway=_Port(port), audit_path=audit, app=None)  # type: ignore[arg-type]
+    stack = process_stack(idp, port, upstream.url, audit)
     wait_for_port(port, 30)
     stack.wait_ready(30)
     return process, stack

@@ -16,7 +16,7 @@ import pytest
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from tests.support.idp import DevIdP
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
-from tests.support.stack import Reply, Stack, gateway_env
+from tests.support.stack import Reply, Stack, gateway_env, process_stack
 
 SUPPORT = "essential.service.operations.support"
 
@@ -38,7 +38,7 @@ def served(idp: DevIdP, echo_server: ThreadedServer, reference_upstream: Threade
     env = gateway_env(idp, echo_server.url, tmp_path / "audit.sqlite")
     env["GATEWAY_POLICIES_RESOLVER_URL"] = reference_upstream.url
     process, port = start_gateway(env)
-    stack = Stack(idp=idp, upstream_url=echo_server.url, gateway=_PortOnly(port), audit_path=tmp_path, app=None)
+    stack = process_stack(idp, port, echo_server.url, tmp_path)
     try:
         wait_for_port(port, timeout=30)
         stack.wait_ready(timeout=30)
@@ -47,12 +47,6 @@ def served(idp: DevIdP, echo_server: ThreadedServer, reference_upstream: Threade
         if process.poll() is None:
             process.kill()
         process.wait(10)
-
-
-class _PortOnly:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
 
 
 def test_graceful_shutdown_lets_in_flight_request_finish(served: tuple[subprocess.Popen[bytes], Stack]) -> None:
@@ -90,7 +84,7 @@ def test_two_workers_serve(idp: DevIdP, echo_server: ThreadedServer, reference_u
     env["GATEWAY_POLICIES_RESOLVER_URL"] = reference_upstream.url
     process, port = start_gateway(env, "--workers", "2")
     try:
-        stack = Stack(idp=idp, upstream_url=echo_server.url, gateway=_PortOnly(port), audit_path=tmp_path, app=None)
+        stack = process_stack(idp, port, echo_server.url, tmp_path)
         wait_for_port(port, timeout=30)
         stack.wait_ready(timeout=30)
         token = stack.mint(A, roles=["Support.Agent"])

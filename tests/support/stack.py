@@ -102,6 +102,23 @@ class Stack:
         raise RuntimeError(f"gateway not ready: {self.http('GET', '/readyz').body!r}")
 
 
+@dataclass(frozen=True)
+class ListeningAt:
+    """Where a gateway started as a separate process listens (stands in for the in-thread server)."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def process_stack(idp: DevIdP, port: int, upstream_url: str, audit_path: Path) -> Stack:
+    """A ``Stack`` for a gateway running as its own process on ``port``."""
+    return Stack(idp=idp, upstream_url=upstream_url, gateway=ListeningAt(port), audit_path=audit_path,  # type: ignore[arg-type]
+                 app=None)
+
+
 def gateway_env(idp: DevIdP, upstream_url: str, audit_path: Path, **overrides: str) -> dict[str, str]:
     env = {
         "GATEWAY_UPSTREAM_URL": upstream_url,
