@@ -164,10 +164,7 @@ class Gateway:
                 record.reason = "body_too_large"
                 return await self._problem(exchange, 413, f"request body larger than {lift_limit} bytes")
             except ClientGone:
-                record.reason = "client_disconnected"
-                record.status = 499
-                await self._audit(exchange)
-                return None
+                return await self._client_gone(exchange)
 
         # 3. decide: Cedar, with purpose, recipient and consent from the request.
         decision = await self.authorizer.authorize(
@@ -182,9 +179,7 @@ class Gateway:
         _record_decision(record, decision)
         record.decision_us = _elapsed_us(clock)
         if not decision.allowed:
-            if decision.status == 400:
-                return await self._problem(exchange, 400, decision.detail)
-            return await self._forbidden(exchange, decision.reasons)
+            return await self._refuse(exchange, decision)
 
         # 4. audit: refuse before touching the upstream if the record of truth cannot be written.
         if self._fail_closed and not self.audit.healthy:
@@ -210,10 +205,7 @@ class Gateway:
             record.reason = "body_too_large"
             return await self._problem(exchange, 413, f"request body larger than {self._max_body_bytes} bytes")
         except ClientGone:
-            record.reason = "client_disconnected"
-            record.status = 499
-            await self._audit(exchange)
-            return None
+            return await self._client_gone(exchange)
         record.upstream_ms = round((time.perf_counter() - upstream_clock) * 1000, 3)
 
         # 6. review (record facts, masks), then release the response once its record is safe.
@@ -291,11 +283,8 @@ class Gateway:
             decision, response.status, response.headers.get("content-type", ""), raw, time.time()
         )
         if review.refusal is not None:
-            refusal = review.refusal
-            _record_decision(record, refusal)  # decision deny, reason, policies, clauses of the refusal
-            if refusal.status == 403:
-                return await self._forbidden(exchange, refusal.reasons)
-            return await self._problem(exchange, refusal.status, refusal.detail, reason=refusal.reason)
+            _record_decision(record, review.refusal)  # decision deny, reason, policies, clauses of the refusal
+            return await self._refuse(exchange, review.refusal)
         record.masked_fields = review.pointers
         if review.policies:  # the forbids that withheld list items
             record.policies = (*record.policies, *review.policies)
@@ -342,6 +331,18 @@ class Gateway:
         out.append((b"content-type", PROBLEM_CONTENT_TYPE))
         out.append((b"x-decision-id", record.decision_id.encode()))
         await exchange.respond(status, out, problem_body(status, detail, decision_id=record.decision_id, **extra))
+
+    async def _refuse(self, exchange: Exchange, decision: Decision) -> None:
+        """A policy refusal (403 with its reasons) or an input/answer the policy cannot judge (400, 502)."""
+        if decision.status == 403:
+            return await self._forbidden(exchange, decision.reasons)
+        return await self._problem(exchange, decision.status, decision.detail, reason=decision.reason)
+
+    async def _client_gone(self, exchange: Exchange) -> None:
+        """The client hung up before an answer: nothing to send, but the request is still audited."""
+        exchange.record.reason = "client_disconnected"
+        exchange.record.status = 499
+        await self._audit(exchange)
 
     async def _unauthenticated(self, exchange: Exchange, error: AuthenticationError) -> None:
         exchange.record.decision = "deny"
@@ -464,7 +465,7 @@ def _record_decision(record: DecisionRecord, decision: Decision) -> None:
     record.recipient = decision.recipient
     record.consent_ref = decision.consent_ref
     record.policies = decision.policy_ids
-    record.clauses = tuple(f"{r['source']}: {r['clause']}" for r in decision.reasons)
+    record.clauses = decision.clauses
     record.policy_hash = decision.policy_hash
 
 
