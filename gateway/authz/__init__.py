@@ -28,7 +28,7 @@ Design and trade-offs
 - Pre-parsed handles only: one ``cedarpy.PolicySet`` per slice, the ``Schema`` once, an ``Entities``
   handle per distinct entity set (LRU). Cedar never re-parses policy text on the request path.
 - Slicing: a slice holds the policies whose scope can match (action, resource type, principal type,
-  the caller's roles); top-level ``resource is A || resource is B`` and ``principal in Role::"X"`` tests
+  the caller's roles); top-level ``resource is A || resource is B`` and ``principal in EmployeeRole::"X"`` tests
   in a ``when`` clause narrow it too. Policies with unconstrained scopes are in every slice. Slicing
   never changes an answer (a property test compares against the whole set); at 300 policies a
   decision costs what it costs with the shipped set.

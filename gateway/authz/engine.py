@@ -34,6 +34,7 @@ from gateway.authz.facts import Facts
 from gateway.authz.lru import LRU
 from gateway.authz.manifests import Manifests, load_manifests
 from gateway.authz.policyset import LoadedPolicies, PolicyIndex, Slice, load_policies
+from gateway.authz.roles import ROLE_KIND_MISMATCH, ROLES_FILE, RoleModel, load_roles, role_literals
 from gateway.authz.taxonomy import Taxonomy, load_taxonomy
 from gateway.identity.principal import Principal
 
@@ -75,6 +76,7 @@ class PolicyEngine:
         policies: LoadedPolicies,
         taxonomy: Taxonomy,
         manifests: Manifests,
+        roles: RoleModel,
         routes: RouteTable,
         digest: str,
         decision_cache_size: int,
@@ -87,10 +89,11 @@ class PolicyEngine:
         self.policies = policies
         self.taxonomy = taxonomy
         self.manifests = manifests
+        self.roles = roles
         self.routes = routes
         self.policy_hash = digest
         self.index = PolicyIndex(policies)
-        self.entities = EntityBuilder(manifests)
+        self.entities = EntityBuilder(manifests, roles)
         self.decisions: LRU[tuple[object, ...], Verdict] = LRU(decision_cache_size)
         self.entity_handles: LRU[tuple[object, ...], cedarpy.Entities] = LRU(entity_cache_size)
         # (field key, category) -> (hiding policies or None,); a 1-tuple so a cached "visible" is not a miss
@@ -128,7 +131,9 @@ class PolicyEngine:
         shape = schema_shape(schema_text)
         taxonomy = load_taxonomy(directory / "taxonomy")
         manifests = load_manifests(directory / "manifests", taxonomy)
+        roles = load_roles(directory / "taxonomy")
         policies = load_policies(directory, schema, shape)
+        _check_role_literals(policies, roles)
         try:
             routes = RouteTable.load(files.route_maps)
         except (RouteMapError, OSError) as exc:
@@ -151,6 +156,7 @@ class PolicyEngine:
             policies=policies,
             taxonomy=taxonomy,
             manifests=manifests,
+            roles=roles,
             routes=routes,
             digest=digest.hexdigest()[:16],
             decision_cache_size=decision_cache_size,
@@ -188,6 +194,9 @@ class PolicyEngine:
     def _decide(self, facts: Facts) -> tuple[Verdict, bool]:
         route = facts.route
         principal = facts.principal
+        mismatched = self.roles.check(principal.kind, principal.roles).mismatched
+        if mismatched:  # a role of the other kind of caller: refused whole, before any policy
+            return self._role_mismatch(principal.kind, mismatched), False
         slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
         slices = self.route_slices.get(slices_key)
         if slices is None:
@@ -281,19 +290,36 @@ class PolicyEngine:
             logger.exception("slicing failed while asking whether a policy reads the record")
             return True
 
+    def _role_mismatch(self, kind: str, mismatched: tuple[str, ...]) -> Verdict:
+        key = (False, (ROLE_KIND_MISMATCH, kind, *mismatched))
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = Verdict(
+                False,
+                403,
+                "role_kind_mismatch",
+                "the token carries a role that its kind of caller may not hold",
+                (ROLE_KIND_MISMATCH,),
+                (self.roles.mismatch_reason(kind, mismatched),),
+            )
+            if len(self._verdicts) < 65536:
+                self._verdicts[key] = verdict
+        return verdict
+
     def _slices_for(self, route: Route, principal: Principal, purpose: str) -> tuple[Slice, Slice | None]:
         principal_type = "User" if principal.kind == "user" else "App"
+        roles = self.roles.check(principal.kind, principal.roles).admitted
         purposes = frozenset((purpose, *self.taxonomy.purposes.ancestors.get(purpose, ())))
         categories = self.entities.route_entities(route).category_keys
         scopes = principal.scopes
         main = self.index.slice(
-            route.action, route.resource_type, principal_type, principal.roles,
+            route.action, route.resource_type, principal_type, roles,
             purpose=purpose, purposes=purposes, categories=categories, scopes=scopes,
         )  # fmt: skip
         fields = None
         if route.fields:
             fields = self.index.slice(
-                FIELD_ACTION, FIELD_RESOURCE, principal_type, principal.roles,
+                FIELD_ACTION, FIELD_RESOURCE, principal_type, roles,
                 purpose=purpose, purposes=purposes, scopes=scopes,
             )  # fmt: skip
         return main, fields
@@ -422,6 +448,28 @@ def _field_outcome(result: cedarpy.AuthzResult) -> tuple[str, ...] | None:
 def principal_key(principal: Principal) -> tuple[object, ...]:
     """What the entities say about a principal (not its token's expiry or client)."""
     return (principal.kind, principal.id, principal.tenant, principal.roles, principal.scopes)
+
+
+def _check_role_literals(policies: LoadedPolicies, roles: RoleModel) -> None:
+    """Every role a policy names is in the role model, under the entity type of its kind: a typo, or
+    an employee role written as a service role, would otherwise match nobody without a word."""
+    problems: list[str] = []
+    for policy in policies.policies:
+        for entity_type, name in sorted(set(role_literals(policy.est))):
+            listed = roles.type_of(name)
+            if listed is None:
+                problems.append(
+                    f"{policy.file}:{policy.line}: policy {policy.id!r} names {entity_type}::{name!r}, "
+                    f"which {ROLES_FILE} does not list"
+                )
+            elif listed != entity_type:
+                problems.append(
+                    f"{policy.file}:{policy.line}: policy {policy.id!r} names {entity_type}::{name!r}, but "
+                    f"{ROLES_FILE} lists {name!r} as a{'n employee' if listed == 'EmployeeRole' else ' service'} "
+                    f"role ({listed}::{name!r})"
+                )
+    if problems:
+        raise PolicyError(*problems)
 
 
 def _check_routes(routes: RouteTable, taxonomy: Taxonomy, shape: SchemaShape) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from adapters.routemap import Route
 from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
 from gateway.authz.manifests import Manifests
+from gateway.authz.roles import ROLE_TYPE_OF_KIND, RoleModel
 from gateway.identity.principal import Principal
 
 
@@ -49,8 +50,9 @@ class RouteEntities:
 class EntityBuilder:
     """Serialises entities from taxonomy keys; holds per-key JSON fragments."""
 
-    def __init__(self, manifests: Manifests) -> None:
+    def __init__(self, manifests: Manifests, roles: RoleModel) -> None:
         self.manifests = manifests
+        self.roles = roles
         self.taxonomy = manifests.taxonomy
         self._purpose_json: dict[str, str] = {}
         self._recipient_json: dict[str, str] = {}
@@ -126,7 +128,7 @@ class EntityBuilder:
         principal = facts.principal
         static = self.route_entities(facts.route)
         parts = [
-            principal_entity(principal),
+            self.principal_entity(principal),
             tenant_entity(facts.tenant_facts),
             self.resource_entity(facts, static, resource_id),
             self.purpose_entity(facts.purpose),
@@ -138,7 +140,7 @@ class EntityBuilder:
     def field_entities_json(self, facts: Facts, categories: Iterable[str]) -> str:
         """The entities of masking decisions: the principal, purpose, recipient and the categories."""
         parts = [
-            principal_entity(facts.principal),
+            self.principal_entity(facts.principal),
             tenant_entity(facts.tenant_facts),
             self.purpose_entity(facts.purpose),
         ]
@@ -164,20 +166,28 @@ class EntityBuilder:
         return json.dumps({"uid": uid(facts.route.resource_type, resource_id), "attrs": attrs, "parents": []})
 
 
-def principal_entity(principal: Principal) -> str:
+    def principal_entity(self, principal: Principal) -> str:
+        """The principal with the roles of its own kind as parents (employee roles for a person, service
+        roles for an application); roles the model does not list are left out. A token carrying a role
+        of the other kind never gets here: the engine refuses it first."""
+        return principal_entity(principal, self.roles.check(principal.kind, principal.roles).admitted)
+
+
+def principal_entity(principal: Principal, roles: tuple[str, ...]) -> str:
     is_user = principal.kind == "user"
     attrs: dict[str, object] = {
         "id": principal.id,
         "tenant": attr_ref("Tenant", principal.tenant),
-        "roles": list(principal.roles),
+        "roles": list(roles),
     }
     if is_user:
         attrs["scopes"] = list(principal.scopes)
+    role_type = ROLE_TYPE_OF_KIND[principal.kind]
     return json.dumps(
         {
             "uid": uid("User" if is_user else "App", principal.id),
             "attrs": attrs,
-            "parents": [uid("Role", r) for r in principal.roles],
+            "parents": [uid(role_type, r) for r in roles],
         }
     )
 

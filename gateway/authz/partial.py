@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.authz.roles import ROLE_TYPES
+
 
 @dataclass(frozen=True, slots=True)
 class Known:
@@ -152,7 +154,7 @@ def _in(arg: Mapping[str, Any], known: Known) -> bool | None:
         return any(key in known.purposes for _, key in literals)
     if left == {"Var": "principal"}:
         # A principal's only parents are its roles, and roles have no parents.
-        if all(kind == "Role" for kind, _ in literals):
+        if all(kind in ROLE_TYPES for kind, _ in literals):
             return any(key in known.roles for _, key in literals)
         return None
     if left == {"Var": "action"} and all(kind == "Action" for kind, _ in literals):

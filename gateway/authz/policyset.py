@@ -27,6 +27,7 @@ from gateway.authz.cedarsource import Chunk, SchemaShape, split_statements
 from gateway.authz.errors import PolicyError
 from gateway.authz.lru import LRU
 from gateway.authz.partial import Known, may_apply
+from gateway.authz.roles import ROLE_TYPES
 
 REQUIRED_ANNOTATIONS = ("id", "source", "clause")
 #: An optional ``@reason("retention")`` on a forbid: the machine code its refusals carry (default "policy").
@@ -156,7 +157,7 @@ def _narrow_by_conditions(types: frozenset[str] | None, conditions: Any, var: st
 
 def _condition_roles(expr: Any) -> frozenset[str] | None:
     """Roles one of which the principal must hold for a condition to hold:
-    ``principal in Role::"A" || principal in Role::"B"``, and ``&&`` of such."""
+    ``principal in EmployeeRole::"A" || principal in EmployeeRole::"B"``, and ``&&`` of such."""
     if not isinstance(expr, dict) or len(expr) != 1:
         return None
     op, arg = next(iter(expr.items()))
@@ -166,7 +167,7 @@ def _condition_roles(expr: Any) -> frozenset[str] | None:
         right = arg.get("right")
         value = right.get("Value") if isinstance(right, dict) else None
         entity = value.get("__entity") if isinstance(value, dict) else None
-        if isinstance(entity, dict) and entity.get("type") == "Role":
+        if isinstance(entity, dict) and entity.get("type") in ROLE_TYPES:
             return frozenset({str(entity["id"])})
         return None
     if op == "||":
@@ -201,11 +202,11 @@ def _principal_scope(scope: Mapping[str, Any]) -> tuple[frozenset[str] | None, f
     op = scope.get("op")
     if op == "is":
         target = scope.get("in")
-        roles = frozenset({target["id"]}) if isinstance(target, dict) and target.get("type") == "Role" else None
+        roles = frozenset({target["id"]}) if isinstance(target, dict) and target.get("type") in ROLE_TYPES else None
         return frozenset({scope["entity_type"]}), roles
     if op == "==":
         return frozenset({scope["entity"]["type"]}), None
-    if op == "in" and "entity" in scope and scope["entity"].get("type") == "Role":
+    if op == "in" and "entity" in scope and scope["entity"].get("type") in ROLE_TYPES:
         return None, frozenset({scope["entity"]["id"]})
     return None, None
 
@@ -380,8 +381,8 @@ class PolicyIndex:
 
     A policy is left out of a slice only when its scope (or a top-level ``is`` test of its ``when``
     condition) cannot match: another action, another resource type, another principal type, or a
-    ``principal in Role::"X"`` scope for a principal that does not hold X (roles are the principal's
-    only parents); or when a condition is settled by the slice's known facts (``partial.py``: the
+    ``principal in EmployeeRole::"X"`` (or ``ServiceRole``) scope for a principal that does not hold X
+    (roles are the principal's only parents); or when a condition is settled by the slice's known facts (``partial.py``: the
     purpose, the route's categories, the roles). Identical subsets share one parsed handle.
     """
 

@@ -108,6 +108,18 @@ def facts(
     )
 
 
+#: The invented roles of ``generated_policies``, as employee roles (add them to a bundle's
+#: ``taxonomy/roles.toml`` with ``register_generated_roles``).
+GENERATED_ROLES = tuple(f"Gen.Role{i}" for i in range(40))
+
+
+def register_generated_roles(policies_dir: Path) -> None:
+    """Add the generated roles to the employee roles of a copied bundle's role model."""
+    path = policies_dir / "taxonomy" / "roles.toml"
+    names = ", ".join(f'"{r}"' for r in GENERATED_ROLES)
+    path.write_text(path.read_text().replace("[employee]\nroles = [", f"[employee]\nroles = [{names}, ", 1))
+
+
 def generated_policies(count: int, roles: tuple[str, ...] = ()) -> str:
     """Role-scoped permits and forbids over every action and record type (invented roles by default);
     every tenth policy has no principal scope, so it lands in every slice of its action and type."""
@@ -131,7 +143,8 @@ def generated_policies(count: int, roles: tuple[str, ...] = ()) -> str:
     for i in range(count):
         effect = "forbid" if i % 5 == 0 else "permit"
         role = roles[i % len(roles)] if roles else f"Gen.Role{i % 40}"
-        principal = "principal" if roles and i % 10 == 3 else f'principal in Role::"{role}"'
+        role_type = "ServiceRole" if role.startswith("Service.") else "EmployeeRole"
+        principal = "principal" if roles and i % 10 == 3 else f'principal in {role_type}::"{role}"'
         out.append(
             f'@id("gen-{i}")\n@source("generated, benchmark")\n@clause("generated policy {i}")\n'
             f'{effect} ({principal}, action == Action::"{actions[i % len(actions)]}", '

@@ -137,7 +137,11 @@ async def test_human_versus_automated(authorizer: Authorizer) -> None:
     purpose = "essential.service.payment_processing"
     assert (await ask(authorizer, app("Service.Payments"), "GET", path, purpose)).allowed  # type: ignore[attr-defined]
     denied = await ask(authorizer, user("Service.Payments"), "GET", path, purpose)
-    assert denied.policy_ids == ("service-roles-automated-only",)  # type: ignore[attr-defined]
+    assert denied.policy_ids == ("role-kind-mismatch",)  # type: ignore[attr-defined]
+    assert (denied.status, denied.reason) == (403, "role_kind_mismatch")  # type: ignore[attr-defined]
+    as_app = await ask(authorizer, app("Billing.Admin"), "GET", path, purpose)
+    assert as_app.policy_ids == ("role-kind-mismatch",)  # type: ignore[attr-defined]
+    assert "Billing.Admin" in as_app.reasons[0]["clause"]  # type: ignore[attr-defined]
 
 
 async def test_export_needs_a_listed_recipient(authorizer: Authorizer) -> None:

@@ -91,11 +91,17 @@ def test_fields_masked_when_their_category_does_not_allow_the_purpose(engine: Po
 def test_human_versus_automated(engine: PolicyEngine) -> None:
     purpose = "essential.service.payment_processing"
     assert decide(engine, facts(engine, app("Service.Payments"), "payments.read", "pay-a-001", purpose=purpose))[0]
-    # A person whose token carries a service role gets nothing from it.
+    # A person whose token carries a service role gets nothing from it, and an application holding an
+    # employee role is refused too: the role model, before any policy.
     assert decide(engine, facts(engine, user("Service.Payments"), "payments.read", "pay-a-001", purpose=purpose)) == (
         False,
-        ("service-roles-automated-only",),
+        ("role-kind-mismatch",),
     )
+    assert decide(engine, facts(engine, app("Billing.Admin"), "payments.read", "pay-a-001", purpose=purpose)) == (
+        False,
+        ("role-kind-mismatch",),
+    )
+    assert decide(engine, facts(engine, user("Billing.Admin"), "payments.read", "pay-a-001", purpose=purpose))[0]
     # The web mail backend reads any mailbox of its tenant; a person reads only their own.
     assert decide(engine, facts(engine, app("Service.Mail"), "gmail.messages.read", "m1", owner=USER_2))[0]
     assert decide(engine, facts(engine, user(), "gmail.messages.read", "m1", owner=USER_2)) == (

@@ -65,7 +65,7 @@ def test_annotations_are_required_and_ids_unique(policies: Path) -> None:
 
 def test_schema_errors(policies: Path) -> None:
     schema = policies / "schema.cedarschema"
-    schema.write_text(schema.read_text().replace("entity Role;", "entity Role = { x: Nope };"))
+    schema.write_text(schema.read_text().replace("entity ServiceRole;", "entity ServiceRole = { x: Nope };"))
     (diagnostic,) = load_errors(policies)
     assert diagnostic.startswith(f"{schema}:") and "Nope" in diagnostic
     assert not diagnostic.startswith(f"{schema}:1:")

@@ -31,6 +31,7 @@ from tests.authz.support import (
     facts,
     generated_policies,
     load_engine,
+    register_generated_roles,
     user,
 )
 
@@ -106,6 +107,8 @@ def requests(draw: st.DrawFn) -> Facts:
 
 def reference(name: str, f: Facts) -> tuple[bool, tuple[str, ...]]:
     engine = ENGINES[name]
+    if engine.roles.check(f.principal.kind, f.principal.roles).mismatched:
+        return False, ("role-kind-mismatch",)  # refused before any policy, sliced or not
     entities = cedarpy.Entities.from_json_str(engine.entities.entities_json(f, f.resource_id), engine.schema)
     request = request_dict(f, f.route.action, f.resource_id, context_json(f, None))
     result = cedarpy.is_authorized(request, FULL[name], entities, engine.schema)
@@ -172,6 +175,7 @@ def test_generated_policies_stay_out_of_foreign_slices(tmp_path: Path) -> None:
 
     shutil.copytree(Path(ENGINE.files.policies_dir), target)
     (target / "generated.cedar").write_text(generated_policies(300))
+    register_generated_roles(target)
     engine = PolicyEngine.load(target, ENGINE.files.route_maps)
     small = ENGINE.index.slice("read", "Contact", "User", ("Support.Agent",))
     large = engine.index.slice("read", "Contact", "User", ("Support.Agent",))

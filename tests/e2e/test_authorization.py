@@ -91,7 +91,7 @@ def test_service_roles_need_app_only_tokens(stack: Stack) -> None:
     refused = stack.http("GET", f"/tenants/{A}/payments/pay-a-005", token=human,
                          purpose="essential.service.payment_processing")
     assert refused.status == 403
-    assert "service-roles-automated-only" in reasons(refused)
+    assert reasons(refused) == ["role-kind-mismatch"]
 
 
 # -- transfers --------------------------------------------------------------------------------------
