@@ -382,8 +382,8 @@ class PolicyIndex:
     A policy is left out of a slice only when its scope (or a top-level ``is`` test of its ``when``
     condition) cannot match: another action, another resource type, another principal type, or a
     ``principal in EmployeeRole::"X"`` (or ``ServiceRole``) scope for a principal that does not hold X
-    (roles are the principal's only parents); or when a condition is settled by the slice's known facts (``partial.py``: the
-    purpose, the route's categories, the roles). Identical subsets share one parsed handle.
+    (roles are the principal's only parents); or when a condition is settled by the slice's known
+    facts (``partial.py``: the purpose, the route's categories, the roles). Identical subsets share one parsed handle.
     """
 
     def __init__(self, loaded: LoadedPolicies, capacity: int = 4096) -> None:
