@@ -18,9 +18,18 @@ import argparse
 import asyncio
 import json
 import signal
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httptools
+
+STARTED = datetime.now(UTC).replace(microsecond=0)
+
+
+def _days_ago(days: int) -> str:
+    """A time ``days`` before start: the records keep their ages (within retention) on any date."""
+    return (STARTED - timedelta(days=days, hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 PAYMENT = {
     "id": "pay-contoso-01",
@@ -36,9 +45,9 @@ PAYMENT = {
     },
     "amount": 129.5,
     "currency": "USD",
-    "description": "Invoice INV-2026-4821",
+    "description": "Invoice INV-4821",
     "status": "captured",
-    "created_at": "2026-07-14T09:21:44Z",
+    "created_at": _days_ago(80),
 }
 CONTACT = {
     "id": "ct-contoso-01",
@@ -47,11 +56,11 @@ CONTACT = {
     "phone": "+1 206 555 0101",
     "company": "Northwind",
     "marketing_opt_out": False,
-    "created_at": "2025-02-03T11:00:00Z",
+    "created_at": _days_ago(600),
 }
 MESSAGES = {"messages": [{"id": "18c2a1f0b3d4e5f6", "threadId": "18c2a1f0b3d4e5f6"}], "resultSizeEstimate": 1}
 # Any other record (call metadata, ...): recent, so retention rules let it through.
-GENERIC = {"ok": True, "id": "item-01", "items": [], "created_at": "2026-06-01T10:00:00Z"}
+GENERIC = {"ok": True, "id": "item-01", "items": [], "created_at": _days_ago(40)}
 HEALTH = {"status": "ok"}
 
 

@@ -17,9 +17,11 @@ Design and trade-offs:
   recorded for the caller as its subject, in the caller's tenant; and a survey invitation to an
   address on the tenant's opt-out list is refused (409), as a real service would (the gateway checks
   too, before it ever gets here).
-- Fixture data (``fixtures.py``) is deterministic: seeded generators and fixed RFC 3339 timestamps, no
-  wall clock, so two instances serve identical bytes. Every GET body is serialised once when the app
-  is created; a handler is a dictionary look-up (the load harness measures the gateway, not these).
+- Fixture data (``fixtures.py``) is deterministic: seeded generators, and timestamps that are a fixed
+  age per record before the instant the services start (injectable: ``create_upstream_app(now)``), so
+  a record within retention stays within it on any date and two instances started at the same
+  instant serve identical bytes. Every GET body is serialised once when the app is created; a
+  handler is a dictionary look-up (the load harness measures the gateway, not these).
 - Mailboxes exist for any user id and are generated on first use, kept in a bounded LRU cache (1024
   mailboxes per app). Sending, exporting and inviting change nothing: the answers say what would
   have been sent, so the fixture data stays identical for the life of the process.

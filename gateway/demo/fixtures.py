@@ -1,11 +1,19 @@
 """Deterministic fixture data of the reference services: two tenants, built from seeded generators.
 
 Every value comes from ``random.Random`` seeded with a string (seeding from a string is stable across
-runs, platforms and ``PYTHONHASHSEED``) or from integer arithmetic, and every timestamp is a fixed
-RFC 3339 instant before ``FIXTURE_EPOCH``: two builds are byte-for-byte identical and the data never
-depends on the wall clock. Because the timestamps are fixed, the retention periods in the tenant
-settings are chosen so that the "recent" records stay within retention for years while a few records
-(listed in the module constants below) are already far past it, for retention rules to find.
+runs, platforms and ``PYTHONHASHSEED``) or from integer arithmetic. Records keep their *ages*, not
+their dates: each timestamp is ``now`` minus an age fixed per record, with ``now`` taken once when
+the services start (``FIXTURE_EPOCH``) or passed in (``build_fixtures(now)``, the injectable clock).
+Ids and contents never depend on the clock; two builds at the same instant are byte-for-byte
+identical, and builds at different instants differ only in their timestamps (and the card expiry
+dates, which follow the payment's date). So the records meant to be within retention stay within it
+and the ones meant to be past it stay past it, whatever the date: the old records listed in the
+module constants below are past the retention rules that find them, every other record is recent.
+
+No record's age lies just below a retention limit the policies or the tenant settings use
+(``RETENTION_LIMITS_DAYS``): every age is either at least ``AGE_MARGIN_ABOVE_DAYS`` past a limit or
+at least ``AGE_MARGIN_BELOW_DAYS`` short of it, so each record keeps its retention class for that many
+days of uptime after the services started.
 
 Names, addresses and numbers are invented: e-mail domains are RFC 2606 ``.example`` names (plus
 ``example.com`` for the opt-out address), phone numbers come from the fictional 555-01XX and Ofcom
@@ -20,18 +28,28 @@ import hashlib
 import random
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from gateway.demo.tenants import CONTOSO_TENANT, FABRIKAM_TENANT, TENANT_NAMES, TENANTS
 
 JSONObject = dict[str, Any]
+#: A clock: the current instant, timezone-aware.
+Clock = Callable[[], datetime]
 
-#: Every generated timestamp lies before this instant; "recent" records are up to 300 days older.
-FIXTURE_EPOCH = datetime(2026, 10, 1, tzinfo=UTC)
+
+def system_clock() -> datetime:
+    """The wall clock in UTC, to the second (fixture timestamps have no fractions)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+#: The instant this process's fixtures are stamped from by default: the wall clock when the services
+#: start (this module is imported). Every record is an age before it; ``build_fixtures`` takes another.
+FIXTURE_EPOCH = system_clock()
 #: The address on every tenant's survey and marketing opt-out list (and one contact per tenant).
 OPTOUT_EMAIL = "optout@example.com"
 
@@ -45,24 +63,47 @@ OPTOUT_CONTACT_NUMBER = 5
 #: Calls of a recording tenant that were not recorded (1-based).
 UNRECORDED_CALL_NUMBERS = (4, 9)
 
-#: Records whose ``created_at`` is fixed far in the past (1-based number -> timestamp). With the
-#: retention settings below, payments 1-3 are past 7 years, payment 4 is 5 years old (still within),
-#: call 1 is past the calls retention, call 2 keeps its metadata but its recording is past retention,
-#: survey 3 is past the survey-response retention, the first 4 analytics events are past theirs.
-OLD_PAYMENT_TIMES = {
-    1: "2016-03-14T09:26:53Z",
-    2: "2017-11-02T16:05:10Z",
-    3: "2019-01-21T11:40:00Z",
-    4: "2021-08-09T13:15:42Z",
+#: Every retention limit, in days, that the shipped policies (``age_days >= N``), the privacy manifests
+#: (``retention_days``) and the fixture tenants' settings use (a limit of 0, "keep nothing", is always
+#: reached and needs no margin). tests/demo/test_fixtures.py checks this list against those files.
+RETENTION_LIMITS_DAYS = (183, 365, 760, 1095, 1825, 1826, 2555, 3650)
+#: No age lies in ``[limit - AGE_MARGIN_BELOW_DAYS, limit + AGE_MARGIN_ABOVE_DAYS)`` days of a limit.
+AGE_MARGIN_BELOW_DAYS = 45
+AGE_MARGIN_ABOVE_DAYS = 2
+
+DAY = 86400
+
+
+def _age(days: int, seconds: int = 0) -> int:
+    return days * DAY + seconds
+
+
+#: Records with a fixed old age, in seconds (1-based number -> age; the comments give the dates they
+#: had when the fixtures were stamped from 2026-10-01). Against the tenant settings and the packs:
+#: payments 1-3 are past the customer's 7 years, payment 4 is past Aircall's 5-year billing retention
+#: but within the customer's 7, call 1 is past the calls retention, call 2 keeps its metadata but its
+#: recording and transcript are past theirs (3 years), survey 3's responses are past the 3-year
+#: survey-response retention, the first 4 analytics events are past the analytics retention (760 days).
+OLD_PAYMENT_AGES = {
+    1: _age(3852, 52387),  # 2016-03-14T09:26:53Z
+    2: _age(3254, 28490),  # 2017-11-02T16:05:10Z
+    3: _age(2809, 44400),  # 2019-01-21T11:40:00Z
+    4: _age(1878, 38658),  # 2021-08-09T13:15:42Z
 }
-OLD_CALL_TIMES = {1: "2018-05-06T10:12:00Z", 2: "2023-03-17T15:30:25Z"}
-OLD_SURVEY_TIMES = {3: "2021-04-01T08:00:00Z"}
-OLD_EVENT_TIMES = (
-    "2023-01-09T07:55:12Z",
-    "2023-01-09T07:56:40Z",
-    "2023-06-30T21:03:05Z",
-    "2024-02-11T12:00:00Z",
+OLD_CALL_AGES = {1: _age(3069, 49680), 2: _age(1293, 30575)}  # 2018-05-06T10:12:00Z, 2023-03-17T15:30:25Z
+OLD_SURVEY_AGES = {3: _age(2008, 57600)}  # 2021-04-01T08:00:00Z
+OLD_EVENT_AGES = (
+    _age(1360, 57888),  # 2023-01-09T07:55:12Z
+    _age(1360, 57800),  # 2023-01-09T07:56:40Z
+    _age(1188, 10615),  # 2023-06-30T21:03:05Z
+    _age(962, 43200),  # 2024-02-11T12:00:00Z
 )
+#: Analytics events between six months and a year old: past the 183 days statistics may use
+#: (Aircall's 6-month statistics retention), within every other limit. The rest are at most
+#: ``RECENT_EVENT_DAYS`` old. Sorted oldest first, the events are: the old ones, these, the recent ones.
+MID_EVENT_COUNT = 6
+MID_EVENT_DAYS = (200, 300)
+RECENT_EVENT_DAYS = 120
 
 RECORDING_SAMPLE_RATE = 8000
 RECORDING_SAMPLES = 4000  # half a second: a short tone standing in for the call audio
@@ -221,8 +262,32 @@ def _rng(tenant_id: str, kind: str) -> random.Random:
     return random.Random(f"{tenant_id}:{kind}")
 
 
-def _recent(rng: random.Random, max_age_days: int = 300) -> str:
-    return rfc3339(FIXTURE_EPOCH - timedelta(seconds=rng.randrange(3600, max_age_days * 86400)))
+def clear_of_limits(age: int) -> int:
+    """``age`` (seconds), moved below any retention limit it lies just short of or just past.
+
+    An age in ``[limit - AGE_MARGIN_BELOW_DAYS, limit + AGE_MARGIN_ABOVE_DAYS)`` days moves down by the
+    width of that window, again if that lands it in a neighbouring limit's window (1825 and 1826).
+    """
+    width = (AGE_MARGIN_BELOW_DAYS + AGE_MARGIN_ABOVE_DAYS) * DAY
+    for _ in range(len(RETENTION_LIMITS_DAYS) + 1):
+        near = [
+            limit
+            for limit in RETENTION_LIMITS_DAYS
+            if (limit - AGE_MARGIN_BELOW_DAYS) * DAY <= age < (limit + AGE_MARGIN_ABOVE_DAYS) * DAY
+        ]
+        if not near:
+            return age
+        age -= width
+    raise AssertionError(f"no age clear of the retention limits below {age}s")
+
+
+def _recent(rng: random.Random, max_age_days: int = 300) -> int:
+    """A recent record's age in seconds: between an hour and ``max_age_days``, clear of the limits."""
+    return clear_of_limits(rng.randrange(3600, max_age_days * DAY))
+
+
+def _stamp(now: datetime, age: int) -> str:
+    return rfc3339(now - timedelta(seconds=age))
 
 
 def _seeded_uuid(rng: random.Random) -> str:
@@ -293,7 +358,7 @@ def _settings(profile: TenantProfile) -> JSONObject:
     }
 
 
-def _contacts(profile: TenantProfile) -> tuple[JSONObject, ...]:
+def _contacts(profile: TenantProfile, now: datetime) -> tuple[JSONObject, ...]:
     rng = _rng(profile.id, "contacts")
     contacts = []
     for number, (first, last) in enumerate(_people(rng, CONTACTS_PER_TENANT), start=1):
@@ -308,18 +373,18 @@ def _contacts(profile: TenantProfile) -> tuple[JSONObject, ...]:
                 "phone": _phone(profile, number),
                 "company": company,
                 "marketing_opt_out": opted_out,
-                "created_at": _recent(rng, 1500),
+                "created_at": _stamp(now, _recent(rng, 1500)),
             }
         )
     return tuple(contacts)
 
 
-def _payments(profile: TenantProfile, contacts: tuple[JSONObject, ...]) -> tuple[JSONObject, ...]:
+def _payments(profile: TenantProfile, contacts: tuple[JSONObject, ...], now: datetime) -> tuple[JSONObject, ...]:
     rng = _rng(profile.id, "payments")
     payments = []
     for number in range(1, PAYMENTS_PER_TENANT + 1):
         contact = rng.choice(contacts)
-        created_at = OLD_PAYMENT_TIMES.get(number) or _recent(rng)
+        created_at = _stamp(now, OLD_PAYMENT_AGES.get(number) or _recent(rng))
         created = parse_rfc3339(created_at)
         expiry_year = (created.year + rng.randint(1, 4)) % 100
         card_number = rng.choice(TEST_CARD_NUMBERS)
@@ -335,7 +400,7 @@ def _payments(profile: TenantProfile, contacts: tuple[JSONObject, ...]) -> tuple
                 "billing_address": _address(profile, rng),
                 "amount": rng.randrange(500, 250_000) / 100,
                 "currency": profile.currency,
-                "description": f"Invoice INV-{created.year}-{rng.randrange(1000, 9999)}",
+                "description": f"Invoice INV-{rng.randrange(1000, 9999)}",
                 "status": rng.choice(("captured", "captured", "captured", "refunded")),
                 "created_at": created_at,
             }
@@ -343,7 +408,7 @@ def _payments(profile: TenantProfile, contacts: tuple[JSONObject, ...]) -> tuple
     return tuple(payments)
 
 
-def _calls(profile: TenantProfile, contacts: tuple[JSONObject, ...]) -> tuple[JSONObject, ...]:
+def _calls(profile: TenantProfile, contacts: tuple[JSONObject, ...], now: datetime) -> tuple[JSONObject, ...]:
     rng = _rng(profile.id, "calls")
     agents = [(f"{first} {last}", _seeded_uuid(rng)) for first, last in _people(rng, 3)]
     line = _phone(profile, 0)
@@ -352,7 +417,7 @@ def _calls(profile: TenantProfile, contacts: tuple[JSONObject, ...]) -> tuple[JS
         contact = rng.choice(contacts)
         agent_name, agent_id = rng.choice(agents)
         inbound = rng.random() < 0.7
-        started_at = OLD_CALL_TIMES.get(number) or _recent(rng)
+        started_at = _stamp(now, OLD_CALL_AGES.get(number) or _recent(rng))
         recorded = profile.call_recording_enabled and number not in UNRECORDED_CALL_NUMBERS
         calls.append(
             {
@@ -422,13 +487,14 @@ def _transcript(profile: TenantProfile, call: JSONObject, contact: JSONObject, c
 
 
 def _surveys(
-    profile: TenantProfile, contacts: tuple[JSONObject, ...], payments: tuple[JSONObject, ...]
+    profile: TenantProfile, contacts: tuple[JSONObject, ...], payments: tuple[JSONObject, ...], now: datetime
 ) -> tuple[tuple[JSONObject, ...], dict[str, tuple[JSONObject, ...]], dict[str, JSONObject]]:
     rng = _rng(profile.id, "surveys")
     surveys, responses, results = [], {}, {}
     for number, (title, rating_question, topic) in enumerate(SURVEYS, start=1):
         survey_id = f"sv-{profile.key}-{number:03d}"
-        created_at = OLD_SURVEY_TIMES.get(number) or _recent(rng)
+        survey_age = OLD_SURVEY_AGES.get(number) or _recent(rng)
+        created_at = _stamp(now, survey_age)
         questions = [
             {"id": "q1", "type": "rating", "text": rating_question, "scale": [1, 5]},
             {"id": "q2", "type": "choice", "text": "How did you contact us?", "options": list(CHANNELS)},
@@ -446,14 +512,16 @@ def _surveys(
                 last4=_card_of(contact, payments)[-4:],
                 address=_one_line(_address(profile, rng)),
             )
-            submitted = parse_rfc3339(created_at) + timedelta(seconds=rng.randrange(3600, 20 * 86400))
+            # submitted within 20 days of the survey's creation, and never after now
+            after = rng.randrange(3600, 20 * DAY)
+            response_age = clear_of_limits(max(survey_age - after, survey_age // 2))
             survey_responses.append(
                 {
                     "id": f"resp-{profile.key}-{number:03d}-{index:02d}",
                     "contact_id": contact["id"],
                     "respondent_name": contact["name"],
                     "respondent_email": contact["email"],
-                    "submitted_at": rfc3339(submitted),
+                    "submitted_at": _stamp(now, response_age),
                     "answers": [
                         {"question_id": "q1", "value": rng.randint(1, 5)},
                         {"question_id": "q2", "value": rng.choice(CHANNELS)},
@@ -494,16 +562,20 @@ def _aggregate(survey_id: str, survey: JSONObject, responses: list[JSONObject]) 
     }
 
 
-def _events(profile: TenantProfile) -> tuple[JSONObject, ...]:
+def _events(profile: TenantProfile, now: datetime) -> tuple[JSONObject, ...]:
     rng = _rng(profile.id, "events")
     users = [_seeded_uuid(rng) for _ in range(6)]
     ips = ["192.0.2.17", "198.51.100.42", "203.0.113.9", "2001:db8::7", "198.51.100.203", "2001:db8:4::1"]
-    recent = [_recent(rng, 200) for _ in range(EVENTS_PER_TENANT - len(OLD_EVENT_TIMES))]
-    timestamps = sorted([*OLD_EVENT_TIMES, *recent])
+    low, high = MID_EVENT_DAYS
+    mid = [clear_of_limits(rng.randrange(low * DAY, high * DAY)) for _ in range(MID_EVENT_COUNT)]
+    recent_count = EVENTS_PER_TENANT - len(OLD_EVENT_AGES) - MID_EVENT_COUNT
+    recent = [_recent(rng, RECENT_EVENT_DAYS) for _ in range(recent_count)]
+    ages = sorted([*OLD_EVENT_AGES, *mid, *recent], reverse=True)  # oldest first
     events = []
-    for number, timestamp in enumerate(timestamps, start=1):
+    for number, age in enumerate(ages, start=1):
         user = rng.randrange(len(users))
-        session = hashlib.sha256(f"{profile.id}:{user}:{timestamp[:10]}".encode()).hexdigest()[:16]
+        # one session per user and day of age: the same on any date
+        session = hashlib.sha256(f"{profile.id}:{user}:{age // DAY}".encode()).hexdigest()[:16]
         events.append(
             {
                 "id": f"evt-{profile.key}-{number:04d}",
@@ -514,17 +586,19 @@ def _events(profile: TenantProfile) -> tuple[JSONObject, ...]:
                 "page": rng.choice(PAGES),
                 "user_agent": USER_AGENTS[user % len(USER_AGENTS)],
                 "referrer": rng.choice(REFERRERS),
-                "timestamp": timestamp,
+                "timestamp": _stamp(now, age),
             }
         )
     return tuple(events)
 
 
-def build_tenant(tenant_id: str) -> TenantFixtures:
+def build_tenant(tenant_id: str, now: datetime | None = None) -> TenantFixtures:
+    """One tenant's fixtures, every record an age before ``now`` (default: ``FIXTURE_EPOCH``)."""
+    now = fixture_instant(now)
     profile = PROFILES[tenant_id]
-    contacts = _contacts(profile)
-    payments = _payments(profile, contacts)
-    calls = _calls(profile, contacts)
+    contacts = _contacts(profile, now)
+    payments = _payments(profile, contacts, now)
+    calls = _calls(profile, contacts, now)
     by_id = {contact["id"]: contact for contact in contacts}
     recordings: dict[str, bytes] = {}
     transcripts: dict[str, JSONObject] = {}
@@ -534,7 +608,7 @@ def build_tenant(tenant_id: str) -> TenantFixtures:
             card = _card_of(contact, payments)
             recordings[call["id"]] = wav_bytes(f"{tenant_id}:recording:{call['id']}")
             transcripts[call["id"]] = _transcript(profile, call, contact, card)
-    surveys, responses, results = _surveys(profile, contacts, payments)
+    surveys, responses, results = _surveys(profile, contacts, payments, now)
     optouts = tuple(sorted({c["email"] for c in contacts if c["marketing_opt_out"]} | {OPTOUT_EMAIL}))
     return TenantFixtures(
         settings=_settings(profile),
@@ -547,14 +621,33 @@ def build_tenant(tenant_id: str) -> TenantFixtures:
         responses=responses,
         results=results,
         optouts=optouts,
-        events=_events(profile),
+        events=_events(profile, now),
     )
 
 
-@cache
-def load_fixtures() -> dict[str, TenantFixtures]:
-    """All tenants' fixtures, in the order of ``TENANTS``; built once per process (a few milliseconds)."""
-    return {tenant_id: build_tenant(tenant_id) for tenant_id in TENANTS}
+def fixture_instant(now: datetime | None) -> datetime:
+    """``now`` in UTC to the second (``FIXTURE_EPOCH`` for ``None``); a naive datetime is an error."""
+    if now is None:
+        return FIXTURE_EPOCH
+    if now.tzinfo is None:
+        raise ValueError("the fixture clock must be timezone-aware")
+    return now.astimezone(UTC).replace(microsecond=0)
+
+
+def build_fixtures(now: datetime | None = None) -> dict[str, TenantFixtures]:
+    """All tenants' fixtures at ``now`` (default: ``FIXTURE_EPOCH``), in the order of ``TENANTS``."""
+    instant = fixture_instant(now)
+    return {tenant_id: build_tenant(tenant_id, instant) for tenant_id in TENANTS}
+
+
+@lru_cache(maxsize=8)
+def _cached_fixtures(now: datetime) -> dict[str, TenantFixtures]:
+    return build_fixtures(now)
+
+
+def load_fixtures(now: datetime | None = None) -> dict[str, TenantFixtures]:
+    """``build_fixtures(now)``, built once per instant and process (a few milliseconds); do not mutate."""
+    return _cached_fixtures(fixture_instant(now))
 
 
 # --- Gmail-shaped mailboxes ------------------------------------------------------------------------
@@ -592,14 +685,16 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii")
 
 
-def mailbox(tenant_id: str, user_id: str) -> tuple[JSONObject, ...]:
+def mailbox(tenant_id: str, user_id: str, now: datetime | None = None) -> tuple[JSONObject, ...]:
     """The Gmail ``users.messages`` resources of ``user_id`` in ``tenant_id``, newest first.
 
     Any user id gets a mailbox: its content is derived from the tenant's contacts and a hash of the
-    pair, so the same pair always gives the same messages and ids, and other pairs other ones.
+    pair, so the same pair always gives the same messages and ids, and other pairs other ones; the
+    messages are up to 120 days older than ``now`` (default: ``FIXTURE_EPOCH``).
     """
+    instant = fixture_instant(now)
     profile = PROFILES[tenant_id]
-    contacts = load_fixtures()[tenant_id].contacts
+    contacts = load_fixtures(instant)[tenant_id].contacts
     rng = _rng(tenant_id, f"mailbox:{user_id}")
     (user_first, user_last), (colleague_first, colleague_last), (cand_first, cand_last) = _people(rng, 3)
     user_email = f"{user_first}.{user_last}@{profile.domain}".lower()
@@ -617,7 +712,7 @@ def mailbox(tenant_id: str, user_id: str) -> tuple[JSONObject, ...]:
         "company": contact["company"],
         "candidate": f"{cand_first} {cand_last}",
         "salary": f"{profile.currency} {rng.randrange(60, 140) * 1000:,}",
-        "invoice": f"INV-2026-{rng.randrange(1000, 9999)}",
+        "invoice": f"INV-{rng.randrange(1000, 9999)}",
         "amount": f"{profile.currency} {rng.randrange(1_000, 900_000) / 100:,.2f}",
         "address": _one_line(_address(profile, rng)),
     }
@@ -628,7 +723,7 @@ def mailbox(tenant_id: str, user_id: str) -> tuple[JSONObject, ...]:
         "security": f"Security <security@{profile.domain}>",
     }
     instants = sorted(
-        (FIXTURE_EPOCH - timedelta(seconds=rng.randrange(3600, 120 * 86400)) for _ in MAIL_TEMPLATES),
+        (instant - timedelta(seconds=rng.randrange(3600, 120 * DAY)) for _ in MAIL_TEMPLATES),
         reverse=True,
     )
     messages = []

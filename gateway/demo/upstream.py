@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.demo.fixtures import JSONObject, TenantFixtures, load_fixtures, mailbox, rfc3339
+from gateway.demo.fixtures import JSONObject, TenantFixtures, fixture_instant, load_fixtures, mailbox, rfc3339
 
 JSON_TYPE = "application/json"
 PROBLEM_TYPE = "application/problem+json"
@@ -136,8 +136,8 @@ class MailboxCatalog:
     messages: dict[str, bytes]
 
 
-def build_mailbox(tenant_id: str, user_id: str) -> MailboxCatalog:
-    messages = mailbox(tenant_id, user_id)
+def build_mailbox(tenant_id: str, user_id: str, now: datetime | None = None) -> MailboxCatalog:
+    messages = mailbox(tenant_id, user_id, now)
     listing = {
         "messages": [{"id": m["id"], "threadId": m["threadId"]} for m in messages],
         "resultSizeEstimate": len(messages),
@@ -243,11 +243,16 @@ def guarded(handler: Handler) -> Handler:
 class ReferenceServices:
     """The route handlers, bound to one app instance's fixtures, mailboxes and consents."""
 
-    def __init__(self) -> None:
-        self.tenants = {tid: TenantCatalog.build(fixtures) for tid, fixtures in load_fixtures().items()}
+    def __init__(self, now: datetime | None = None) -> None:
+        #: the instant the fixture records are stamped from: each is a fixed age before it
+        self.now = fixture_instant(now)
+        self.tenants = {tid: TenantCatalog.build(f) for tid, f in load_fixtures(self.now).items()}
         self.tenant_list = _json_bytes({"tenants": [t.fixtures.settings for t in self.tenants.values()]})
         self.consents = ConsentStore()
-        self.mailbox = functools.lru_cache(maxsize=MAILBOX_CACHE_SIZE)(build_mailbox)
+        self.mailbox = functools.lru_cache(maxsize=MAILBOX_CACHE_SIZE)(self._build_mailbox)
+
+    def _build_mailbox(self, tenant_id: str, user_id: str) -> MailboxCatalog:
+        return build_mailbox(tenant_id, user_id, self.now)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -589,9 +594,13 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return problem(500, "internal error in the reference services")
 
 
-def create_upstream_app() -> Starlette:
-    """A fresh instance of the reference services: its own consent store and mailbox cache."""
-    services = ReferenceServices()
+def create_upstream_app(now: datetime | None = None) -> Starlette:
+    """A fresh instance of the reference services: its own consent store and mailbox cache.
+
+    ``now`` is the fixture clock: every record is a fixed age before it (default: ``FIXTURE_EPOCH``,
+    the wall clock when the services started).
+    """
+    services = ReferenceServices(now)
     return Starlette(
         routes=services.routes(),
         middleware=[Middleware(PrecomputedGets, responses=services.fixture_responses())],

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
-from gateway.demo.fixtures import OPTOUT_EMAIL, luhn_valid
+from gateway.demo.fixtures import FIXTURE_EPOCH, OPTOUT_EMAIL, luhn_valid, parse_rfc3339
 from gateway.demo.tenants import CONTOSO_TENANT, FABRIKAM_TENANT
 from gateway.demo.upstream import ReferenceServices, create_upstream_app
 from tests.demo.http_client import Reply, call
@@ -178,14 +178,14 @@ def test_payments(url: str, tenant: str) -> None:
     listing = ok_json(get(url, f"/tenants/{tenant}/payments"))
     ids = [p["id"] for p in listing["payments"]]
     assert all(set(p) == {"id"} for p in listing["payments"])
-    years = []
+    ages = []
     for payment_id in ids:
         payment = ok_json(get(url, f"/tenants/{tenant}/payments/{payment_id}"))
         assert payment["id"] == payment_id
         assert len(payment["card_number"]) == 16 and luhn_valid(payment["card_number"])
         assert set(payment) >= {"expiry", "billing_address", "amount", "currency", "created_at"}
-        years.append(int(payment["created_at"][:4]))
-    assert min(years) <= 2017 < max(years)
+        ages.append((FIXTURE_EPOCH - parse_rfc3339(payment["created_at"])).days)
+    assert max(ages) > 3650 and min(ages) < 365  # a decade old, and recent: relative to the services' start
 
 
 # --- calls -------------------------------------------------------------------------------------------
