@@ -37,9 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port_taken(args: argparse.Namespace) -> str | None:
+    """``gateway dev-idp`` (defined in gateway.identity) checks its port here, before it starts: the
+    one-line error when the port is taken, or None."""
+    if args.command != "dev-idp" or getattr(args, "rotate", False) or getattr(args, "prune", False):
+        return None
+    from gateway.demo.ports import PortUnavailable, busy_message, check_port
+
+    try:
+        check_port(args.host, args.port)
+    except PortUnavailable as exc:
+        return busy_message("gateway dev-idp", "the dev identity provider", exc, "choose another with --port PORT")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    taken = _port_taken(args)
+    if taken is not None:
+        print(taken, file=sys.stderr)
+        return 1
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:

@@ -135,7 +135,7 @@ def command(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.host:
         env["GATEWAY_SERVER_HOST"] = args.host
-    if args.port:
+    if args.port is not None:
         env["GATEWAY_SERVER_PORT"] = str(args.port)
     if args.workers:
         env["GATEWAY_SERVER_WORKERS"] = str(args.workers)
@@ -144,6 +144,14 @@ def command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    from gateway.demo.ports import PortUnavailable, busy_message, check_port
+
+    try:  # before anything is loaded: a port someone else holds is an error at once
+        check_port(config.server.host, config.server.port)
+    except PortUnavailable as exc:
+        choose = "choose another with --port PORT (or server.port, GATEWAY_SERVER_PORT)"
+        print(busy_message("gateway serve", "the gateway", exc, choose), file=sys.stderr)
+        return 1
     # Worker processes re-read the configuration: hand them the CLI overrides through the environment.
     os.environ.update({k: v for k, v in env.items() if k.startswith("GATEWAY_SERVER_")})
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -28,6 +28,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def run_demo_upstream(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.demo.ports import PortUnavailable, busy_message, check_port
+
+    try:
+        check_port(args.host, args.port)
+    except PortUnavailable as exc:
+        choose = "choose another with --port PORT"
+        print(busy_message("gateway demo-upstream", "the reference services", exc, choose), file=sys.stderr)
+        return 1
+
     from gateway.demo.upstream import create_upstream_app
 
     app = create_upstream_app()

@@ -20,14 +20,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.config import load_config
 from gateway.demo import tenants
+from gateway.demo.ports import PortUnavailable, busy_message, check_port, pick_free_port
 
 STOP_TIMEOUT_SECONDS = 35.0
 START_TIMEOUT_SECONDS = 60.0
+#: The demo binds loopback only: the reference services trust the gateway's headers.
+HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -127,34 +131,117 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass(frozen=True)
+class DemoPorts:
+    """The three loopback ports of the demo, and for each the option that chooses it."""
+
+    gateway: int
+    upstream: int
+    idp: int
+
+    def named(self) -> list[tuple[str, int, str]]:
+        return [
+            ("the gateway", self.gateway, "--port"),
+            ("the reference services", self.upstream, "--upstream-port"),
+            ("the dev identity provider", self.idp, "--idp-port"),
+        ]
+
+
+def demo_ports(args: argparse.Namespace) -> DemoPorts:
+    """``--port``, ``--upstream-port`` and ``--idp-port``, each defaulting to ``--base-port`` + 0, 1, 2
+    (or 8080, 8081, 8082); 0 picks a free port."""
+    defaults = (tenants.GATEWAY_PORT, tenants.UPSTREAM_PORT, tenants.IDP_PORT)
+    if args.base_port is not None:
+        defaults = (args.base_port, args.base_port + 1, args.base_port + 2)
+    given = (args.port, args.upstream_port, args.idp_port)
+    picked: list[int] = []
+    for option, default in zip(given, defaults, strict=True):
+        port = default if option is None else option
+        if port == 0:  # a free port; the kernel may hand out one just released again: a few tries
+            for _ in range(10):
+                port = pick_free_port(HOST)
+                if port not in picked:
+                    break
+        picked.append(port)
+    return DemoPorts(*picked)
+
+
+def check_demo_ports(ports: DemoPorts) -> str | None:
+    """The one-line error when a port is out of range, used twice, or taken; None when all are free."""
+    named = ports.named()
+    for _, port, option in named:
+        if not 0 < port < 65536:
+            return f"gateway demo: {option} {port} is not a TCP port (1-65535)"
+    for index, (what, port, option) in enumerate(named):
+        for _, other_port, other_option in named[:index]:
+            if port == other_port:
+                return f"gateway demo: {option} and {other_option} are both {port}; give {what} another port"
+    for what, port, option in named:
+        try:
+            check_port(HOST, port)
+        except PortUnavailable as exc:
+            choose = f"choose another with {option} PORT, or move all three with --base-port PORT"
+            return busy_message("gateway demo", what, exc, choose)
+    return None
+
+
+def _shortest(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _gateway_command() -> str:
+    """How the user runs ``gateway`` from here: the console script beside this Python if there is one."""
+    script = Path(sys.executable).parent / "gateway"
+    return _shortest(script) if script.exists() else "gateway"
+
+
+def audit_hint(audit_path: Path, since: datetime) -> str:
+    """The one line that shows the requests made since ``since``, newest last."""
+    command = [_gateway_command(), "audit", "query", "--path", _shortest(audit_path), "--since",
+               since.strftime("%Y-%m-%dT%H:%M:%SZ"), "--format", "table"]  # fmt: skip
+    return "audit of the requests below: " + " ".join(shlex.quote(part) for part in command)
+
+
 def command(args: argparse.Namespace) -> int:
     from gateway.identity.devtokens import mint_token
 
+    ports = demo_ports(args)
+    problem = check_demo_ports(ports)  # before anything starts
+    if problem is not None:
+        print(problem, file=sys.stderr, flush=True)
+        return 1
     signal.signal(signal.SIGTERM, _interrupt)
 
+    started = datetime.now(UTC).replace(microsecond=0)
     dev_dir = Path(args.dev_dir).resolve()
     dev_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
-    idp_url = f"http://127.0.0.1:{args.idp_port}"
-    upstream_url = f"http://127.0.0.1:{args.upstream_port}"
-    gateway_url = f"http://127.0.0.1:{args.port}"
+    idp_url = f"http://{HOST}:{ports.idp}"
+    upstream_url = f"http://{HOST}:{ports.upstream}"
+    gateway_url = f"http://{HOST}:{ports.gateway}"
+    audit_path = dev_dir / "audit.sqlite"
     env = dict(os.environ)
     env.update(
         {
             "GATEWAY_UPSTREAM_URL": upstream_url,
             "GATEWAY_IDENTITY_AUTHORITY": idp_url,
-            "GATEWAY_AUDIT_PATH": str(dev_dir / "audit.sqlite"),
-            "GATEWAY_SERVER_PORT": str(args.port),
+            "GATEWAY_AUDIT_PATH": str(audit_path),
+            "GATEWAY_SERVER_HOST": HOST,
+            "GATEWAY_SERVER_PORT": str(ports.gateway),
         }
     )
     commands = [
         ("dev identity provider",
-         [python, "-m", "gateway.cli", "dev-idp", "--port", str(args.idp_port), "--dev-dir", str(dev_dir)],
+         [python, "-m", "gateway.cli", "dev-idp", "--host", HOST, "--port", str(ports.idp), "--dev-dir", str(dev_dir)],
          f"{idp_url}/{tenants.CONTOSO_TENANT}/v2.0/.well-known/openid-configuration"),
-        ("reference services", [python, "-m", "gateway.cli", "demo-upstream", "--port", str(args.upstream_port)],
+        ("reference services",
+         [python, "-m", "gateway.cli", "demo-upstream", "--host", HOST, "--port", str(ports.upstream)],
          f"{upstream_url}/healthz"),
         ("gateway", [python, "-m", "gateway.cli", "serve"], f"{gateway_url}/readyz"),
-    ]
+    ]  # fmt: skip
     processes: list[subprocess.Popen[bytes]] = []
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     try:
@@ -162,9 +249,13 @@ def command(args: argparse.Namespace) -> int:
             process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
             processes.append(process)
             _wait_http(ready_url, deadline, process, name)
+        # A server that lost its port to another process after the check exits: what answered was
+        # someone else, and the printed lines would reach it.
+        lost = [name for (name, _, _), p in zip(commands, processes, strict=True) if p.poll() is not None]
+        if lost:
+            raise RuntimeError(f"{lost[0]} exited during start-up; is another process on its port?")
         print(f"\nprivacy gateway demo: gateway {gateway_url}, upstream {upstream_url}, identity provider {idp_url}")
-        audit_path = dev_dir / "audit.sqlite"
-        print(f"audit store: {audit_path}  (query it: gateway audit query --path {audit_path})\n")
+        print(audit_hint(audit_path, started) + "\n")
         current_pack = ""
         for call in demo_calls(Path(load_config(None).policies.dir)):
             if call.pack != current_pack:
@@ -194,10 +285,19 @@ def command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("demo", help="run the dev identity provider, reference services and gateway")
-    parser.add_argument("--port", type=int, default=tenants.GATEWAY_PORT, help="gateway port")
-    parser.add_argument("--upstream-port", type=int, default=tenants.UPSTREAM_PORT)
-    parser.add_argument("--idp-port", type=int, default=tenants.IDP_PORT)
-    parser.add_argument("--dev-dir", default=".dev", help="where the dev keys and the audit store live")
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the dev identity provider, reference services and gateway",
+        description="The embedded stack on loopback: the gateway, the reference services and the dev identity "
+        "provider, on three ports (default 8080, 8081, 8082; --base-port N: N, N+1, N+2; 0: any free port).",
+    )
+    parser.add_argument("--port", type=int, default=None, help=f"gateway port (default {tenants.GATEWAY_PORT})")
+    parser.add_argument("--upstream-port", type=int, default=None,
+                        help=f"reference services port (default {tenants.UPSTREAM_PORT})")
+    parser.add_argument("--idp-port", type=int, default=None,
+                        help=f"dev identity provider port (default {tenants.IDP_PORT})")
+    parser.add_argument("--base-port", type=int, default=None, metavar="PORT",
+                        help="gateway on PORT, reference services on PORT+1, identity provider on PORT+2")
+    parser.add_argument("--dev-dir", default=".dev", help="where the dev keys and the audit store live (default .dev)")
     parser.add_argument("--exit-after", type=float, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=command)
