@@ -1,23 +1,48 @@
 # The two set-up commands are `make demo` and `make test`; both depend on `make install`.
+# `make install` installs the gateway and its runtime dependencies only; `make test`, `make bench` and
+# `make load` add the tools they need (the extras in pyproject.toml), each once, with its own stamp.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+STAMP       := $(VENV)/.installed
+TEST_STAMP  := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
+LOAD_STAMP  := $(VENV)/.installed-load
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# `make demo DEMO_ARGS="--base-port 9080"` when 8080-8082 are taken
+DEMO_ARGS ?=
 
-.PHONY: install demo test lint policy-test bench load soak clean
+.PHONY: install install-test install-bench install-load demo test lint policy-test bench load soak clean
 
 install: $(STAMP)
+install-test: $(TEST_STAMP)
+install-bench: $(BENCH_STAMP)
+install-load: $(LOAD_STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) -e '.[test]'
+	@touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) -e '.[bench]'
+	@touch $@
+
+$(LOAD_STAMP): $(STAMP)
+	$(PIP) -e '.[load]'
+	@touch $@
 
 demo: install
-	$(BIN)/gateway demo
+	$(BIN)/gateway demo $(DEMO_ARGS)
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check gateway adapters tests load
 	$(BIN)/mypy
 
@@ -25,18 +50,18 @@ policy-test: install
 	$(BIN)/gateway policy validate policies
 	$(BIN)/gateway policy test policies --coverage --threshold 95
 
-test: install lint
+test: install-test lint
 	$(BIN)/gateway policy validate policies
 	$(BIN)/gateway policy test policies --coverage --threshold 95
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider tests
 
-bench: install
+bench: install-bench
 	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-enable --benchmark-only load/bench
 
-load: install
+load: install-load
 	bash load/run.sh
 
-soak: install
+soak: install-test install-load
 	$(BIN)/python -m tests.hostile.soak --duration 300
 
 clean:
