@@ -20,7 +20,7 @@ from adapters.pathnorm import PathRejected, canonical_path, normalise_path
 
 MaskStyle = Literal["last4", "redact"]
 LiftKind = Literal["email", "string"]
-FactKind = Literal["age", "bool"]
+FactKind = Literal["age", "bool", "tenant"]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 REQUIREMENTS = frozenset({"recipient", "consent"})
@@ -93,7 +93,9 @@ class FactRule:
     The document is the upstream's answer (checked after it answered), or the one ``facts_from``
     names (fetched before forwarding). ``kind`` says how the value is read: ``age`` takes a time
     (RFC 3339 with an offset, or seconds since the epoch) and gives the record's age in whole days
-    at the moment of the decision; ``bool`` takes a JSON boolean. A ``*`` in the pointer reads the
+    at the moment of the decision; ``bool`` takes a JSON boolean; ``tenant`` takes the id of the
+    tenant the record belongs to (a string, compared lower-cased), for answers that can hold records
+    of several tenants. A ``*`` in the pointer reads the
     fact from every item of an array (each item is decided on its own). ``required``: a document
     without the fact (or with a value of another type) is refused, never passed on unchecked.
     """
@@ -299,8 +301,8 @@ def _fact_rules(raw: Any) -> tuple[tuple[FactRule, ...], Pointer | None]:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(f"response fact name {name!r} is not an identifier")
         kind = item.get("kind")
-        if kind not in ("age", "bool"):
-            raise ValueError(f"response fact kind {kind!r}: expected 'age' or 'bool'")
+        if kind not in ("age", "bool", "tenant"):
+            raise ValueError(f"response fact kind {kind!r}: expected 'age', 'bool' or 'tenant'")
         required = item.get("required", True)
         if not isinstance(required, bool):
             raise ValueError("response fact required must be a boolean")

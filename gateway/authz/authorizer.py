@@ -22,6 +22,7 @@ from gateway.authz.decision import (
     Verdict,
     fail_closed_reason,
 )
+from gateway.authz.emails import canonical_email
 from gateway.authz.engine import BundleFiles, PolicyEngine
 from gateway.authz.errors import PolicyError, ResolverError
 from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
@@ -35,7 +36,6 @@ from gateway.identity.principal import Principal
 logger = logging.getLogger("gateway.authz")
 
 CONSENT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}")
 MAX_PURPOSE_LENGTH = 128
 
 
@@ -85,9 +85,10 @@ def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[st
             raise InvalidInput("bad_body", f"{rule.pointer.text} must be a string of 1 to {rule.max_length} characters")
         value = node.strip()
         if rule.kind == "email":
-            if not EMAIL.fullmatch(value):
-                raise InvalidInput("bad_body", f"{rule.pointer.text} must be an e-mail address")
-            value = value.casefold()
+            try:
+                value = canonical_email(value)
+            except ValueError as exc:
+                raise InvalidInput("bad_body", f"{rule.pointer.text} must be an e-mail address: {exc}") from None
         lifted.append((rule.name, value))
     return tuple(sorted(lifted))
 

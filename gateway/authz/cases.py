@@ -51,6 +51,7 @@ from typing import Any
 from adapters.routemap import FieldRule, Pointer, Route, RouteMatch
 from gateway.authz.authorizer import InvalidInput, check_inputs, make_decision, refusal, unmapped_reasons
 from gateway.authz.decision import DEFAULT_DENY, Decision
+from gateway.authz.emails import canonical_or_folded
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
 from gateway.authz.recordfacts import FactError, read_facts
@@ -321,7 +322,7 @@ def _tenant_facts(case: Case, tenant: str, route: Route) -> TenantFacts:
         tenant=tenant,
         known=known,
         call_recording_enabled=bool(recording) if recording is not None else None,
-        optouts=frozenset(str(o).casefold() for o in optouts) if optouts is not None else None,
+        optouts=frozenset(canonical_or_folded(str(o)) for o in optouts) if optouts is not None else None,
         retention_days=retention,
     )
 

@@ -312,9 +312,10 @@ class PolicyEngine:
         purposes = frozenset((purpose, *self.taxonomy.purposes.ancestors.get(purpose, ())))
         categories = self.entities.route_entities(route).category_keys
         scopes = principal.scopes
+        record_facts = frozenset(rule.name for rule in route.response_facts)
         main = self.index.slice(
             route.action, route.resource_type, principal_type, roles,
-            purpose=purpose, purposes=purposes, categories=categories, scopes=scopes,
+            purpose=purpose, purposes=purposes, categories=categories, scopes=scopes, record_facts=record_facts,
         )  # fmt: skip
         fields = None
         if route.fields:
@@ -508,4 +509,4 @@ def _check_routes(routes: RouteTable, taxonomy: Taxonomy, shape: SchemaShape) ->
 #: Members of ``context.body`` in the schema: a route may lift only these.
 LIFTABLE = frozenset({"email"})
 #: Members of ``context.record`` in the schema, with the kind of fact each is read as.
-RECORD_FACTS = {"age_days": "age", "marketing_opt_out": "bool"}
+RECORD_FACTS = {"age_days": "age", "marketing_opt_out": "bool", "tenant": "tenant"}

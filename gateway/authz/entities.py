@@ -229,7 +229,10 @@ def context_json(facts: Facts, wanted: frozenset[str] | None = None) -> str:
     if facts.body and (wanted is None or "body" in wanted):
         parts.append(',"body":' + json.dumps(dict(facts.body)))
     if facts.record is not None and (wanted is None or "record" in wanted):
-        parts.append(',"record":' + json.dumps(dict(facts.record)))
+        record: dict[str, object] = dict(facts.record)
+        if "tenant" in record:  # an entity in the schema (RecordFacts.tenant: Tenant)
+            record["tenant"] = ref("Tenant", str(record["tenant"]))
+        parts.append(',"record":' + json.dumps(record))
     parts.append("}")
     return "".join(parts)
 

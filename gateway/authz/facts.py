@@ -47,7 +47,7 @@ class ConsentFacts:
 
 
 #: ``context.record`` as sorted ``(name, value)`` pairs: ``age_days`` (int), ``marketing_opt_out`` (bool).
-RecordFacts = tuple[tuple[str, int | bool], ...]
+RecordFacts = tuple[tuple[str, int | bool | str], ...]
 
 
 @dataclass(frozen=True, slots=True)

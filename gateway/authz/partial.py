@@ -9,7 +9,8 @@ The evaluator is three-valued (True, False, None = depends on something else) an
 the few shapes that matter: ``context.purpose in <literal purposes>``, ``principal in <literal roles>``,
 ``principal is T``, ``resource is T``, ``action == <literal>``, ``context.actor_kind == <literal>``,
 ``principal.scopes.isEmpty()``, ``resource.categories.contains(<literal>)`` and ``containsAny``,
-combined with ``&&``, ``||`` and ``!``. Anything else is None, so a policy it
+``context has record`` and ``context.record has <fact>`` (the route map fixes which facts a route's
+records can carry), combined with ``&&``, ``||`` and ``!``. Anything else is None, so a policy it
 cannot judge stays in the slice. Policies are validated against the schema, so the parts it skips
 cannot fail at run time on the entities the gateway builds; a property test checks that the sliced
 answer equals the answer of the whole set.
@@ -33,6 +34,7 @@ class Known:
     purposes: frozenset[str] | None  # the declared purpose and its ancestors; None: not known
     categories: frozenset[str] | None  # the route's categories and their ancestors; None: not known
     scopes: frozenset[str] | None = None  # the principal's delegated scopes (users); None: not known
+    record_facts: frozenset[str] | None = None  # what the route can put in context.record; None: not known
 
 
 def _literal_entities(expr: Any) -> list[tuple[str, str]] | None:
@@ -101,6 +103,8 @@ def evaluate(expr: Any, known: Known) -> bool | None:
     if op == "==":
         found = _action_equals(arg, known)
         return found if found is not None else _actor_kind_equals(arg, known)
+    if op == "has":
+        return _has_record_fact(arg, known)
     if op == "isEmpty" and _is_principal_attr(arg.get("arg"), "scopes"):
         return None if known.scopes is None else not known.scopes
     if op in ("contains", "containsAny") and _is_resource_attr(arg.get("left"), "categories"):
@@ -110,6 +114,19 @@ def evaluate(expr: Any, known: Known) -> bool | None:
         if literals is None or (op == "contains" and len(literals) != 1):
             return None
         return any(kind == "DataCategory" and key in known.categories for kind, key in literals)
+    return None
+
+
+def _has_record_fact(arg: Mapping[str, Any], known: Known) -> bool | None:
+    """``context has record`` / ``context.record has X``: False when the route reads no such fact
+    (neither decision of the request can carry it); otherwise it depends on which decision it is."""
+    if known.record_facts is None:
+        return None
+    left, attr = arg.get("left"), arg.get("attr")
+    if left == {"Var": "context"} and attr == "record":
+        return False if not known.record_facts else None
+    if _is_context_attr(left, "record"):
+        return False if attr not in known.record_facts else None
     return None
 
 

@@ -402,15 +402,16 @@ class PolicyIndex:
         purposes: frozenset[str] | None = None,
         categories: frozenset[str] | None = None,
         scopes: tuple[str, ...] | None = None,
+        record_facts: frozenset[str] | None = None,
     ) -> Slice:
         """The policies that can apply. ``purpose`` (with ``purposes``, itself and its ancestors) and
         ``categories`` (the route's, with ancestors) narrow further when given."""
-        key = (action, resource_type, principal_type, roles, purpose, categories, scopes)
+        key = (action, resource_type, principal_type, roles, purpose, categories, scopes, record_facts)
         found = self._slices.get(key)
         if found is None:
             known = Known(
                 action, resource_type, principal_type, frozenset(roles), purposes, categories,
-                frozenset(scopes) if scopes is not None else None,
+                frozenset(scopes) if scopes is not None else None, record_facts,
             )  # fmt: skip
             found = self._build(known)
             self._slices.put(key, found)

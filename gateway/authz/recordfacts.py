@@ -10,6 +10,9 @@ arrive too late, such as a recording or an export). Two kinds of fact exist:
   seconds old) and let records of the same age share one cached decision. A time in the future
   counts as age 0.
 - ``bool``: a JSON boolean.
+- ``tenant``: the id of the tenant the record belongs to (a string of at most 64 characters of
+  ``[A-Za-z0-9._-]``, lower-cased), for answers that can hold several tenants' records; it becomes
+  the entity ``Tenant::"<id>"`` in ``context.record.tenant``.
 
 Reading is strict: a required fact that is missing, or present in another form (a number for a
 boolean, a time without an offset, a string longer than 64 characters), raises ``FactError`` and
@@ -20,6 +23,7 @@ per rule, strings of at most 64 characters.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -32,7 +36,8 @@ MAX_TIME_TEXT = 64
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 
 #: Facts as read, before the request time is known: ``(name, kind, value)``, ages as epoch seconds.
-RawFacts = tuple[tuple[str, str, int | bool], ...]
+RawFacts = tuple[tuple[str, str, int | bool | str], ...]
+TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _MISSING = object()
 
@@ -84,7 +89,7 @@ def found(value: Any) -> bool:
 def read_facts(rules: Iterable[FactRule], document: Any, skip: int = 0) -> RawFacts:
     """The facts ``rules`` name in ``document``; ``skip`` leading pointer tokens are dropped (for an
     array item, the array's pointer and the ``*``). ``FactError`` when a required one is unusable."""
-    out: list[tuple[str, str, int | bool]] = []
+    out: list[tuple[str, str, int | bool | str]] = []
     for rule in rules:
         value = resolve(document, rule.pointer.tokens[skip:])
         if value is _MISSING or value is None:
@@ -94,6 +99,10 @@ def read_facts(rules: Iterable[FactRule], document: Any, skip: int = 0) -> RawFa
         try:
             if rule.kind == "age":
                 out.append((rule.name, rule.kind, parse_time(value)))
+            elif rule.kind == "tenant":
+                if not isinstance(value, str) or not TENANT_ID.fullmatch(value):
+                    raise FactError("a tenant id must be a string of letters, digits, '.', '_' or '-'")
+                out.append((rule.name, rule.kind, value.lower()))
             elif isinstance(value, bool):
                 out.append((rule.name, rule.kind, value))
             else:
@@ -105,7 +114,7 @@ def read_facts(rules: Iterable[FactRule], document: Any, skip: int = 0) -> RawFa
 
 def record_facts(raw: RawFacts, now: float) -> RecordFacts:
     """``context.record`` at the request time ``now``: ages in whole days, sorted by name."""
-    out: list[tuple[str, int | bool]] = []
+    out: list[tuple[str, int | bool | str]] = []
     for name, kind, value in raw:
         if kind == "age":
             out.append((name, max(0, (int(now) - int(value)) // DAY_SECONDS)))

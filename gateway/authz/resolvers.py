@@ -30,6 +30,7 @@ from urllib.parse import quote
 import aiohttp
 
 from adapters.routemap import FactRule
+from gateway.authz.emails import canonical_or_folded
 from gateway.authz.errors import ResolverError
 from gateway.authz.facts import ConsentFacts
 from gateway.authz.lru import LRU
@@ -194,7 +195,8 @@ class Resolvers:
         return None if isinstance(value, _Missing) else value
 
     async def optouts(self, tenant: str) -> frozenset[str] | None:
-        """The tenant's opt-out addresses (lower-cased), or None when the tenant does not exist."""
+        """The tenant's opt-out addresses (canonical, as request bodies' addresses are), or None when the
+        tenant does not exist."""
 
         async def load() -> frozenset[str] | _Missing:
             doc = await self._fetch(f"/tenants/{quote(tenant, safe='')}/optouts", "opt-out list")
@@ -203,7 +205,7 @@ class Resolvers:
             emails = doc.get("emails") if isinstance(doc, dict) else doc
             if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
                 raise ResolverError("opt-out list: unexpected document")
-            return frozenset(e.strip().casefold() for e in emails)
+            return frozenset(canonical_or_folded(e) for e in emails)
 
         value = await self.optout_lists.get(tenant, load)
         return None if isinstance(value, _Missing) else value

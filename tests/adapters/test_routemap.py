@@ -141,7 +141,7 @@ AGE_A = 'name = "a", pointer = "/a", kind = "age"'
     ("extra", "message"),
     [
         ("response_facts = []\n", "non-empty list"),
-        (facts_line('name = "a", pointer = "/a", kind = "time"'), "expected 'age' or 'bool'"),
+        (facts_line('name = "a", pointer = "/a", kind = "time"'), "expected 'age', 'bool' or 'tenant'"),
         (facts_line('name = "a-b", pointer = "/a", kind = "age"'), "not an identifier"),
         (facts_line('name = "a", pointer = "a", kind = "age"'), "must start with '/'"),
         (facts_line(AGE_A + ', required = "yes"'), "must be a boolean"),
