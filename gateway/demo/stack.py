@@ -1,9 +1,14 @@
 """``gateway demo``: the dev identity provider, the reference services and the gateway, together.
 
-Each runs as its own process (exactly what a user would start by hand), on loopback. The demo waits
-until all three answer, prints ready-to-paste ``curl`` lines with freshly minted tokens, and on Ctrl-C
-or SIGTERM stops all three: SIGTERM first so the gateway drains in-flight requests and its audit
-queue, SIGKILL only after a bounded wait.
+Each runs as its own process (exactly what a user would start by hand), on loopback. The three ports
+(``--port``, ``--upstream-port``, ``--idp-port``, or ``--base-port`` for all three) are checked before
+anything starts: a port another process holds is a one-line error naming it and the option that
+moves it, so the printed lines can never reach someone else's server. The demo waits until all three
+answer, prints the audit query that shows the requests about to be made and ready-to-paste ``curl``
+lines with freshly minted tokens for the ports it bound, and on Ctrl-C or SIGTERM stops all three:
+SIGTERM first so the gateway drains in-flight requests and its audit queue, SIGKILL only after a
+bounded wait. The dev key ring and the audit store live in ``--dev-dir`` (``.dev``) and are kept from
+one run to the next.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ def demo_calls(policies_dir: Path) -> list[DemoCall]:
 def _wait_http(url: str, deadline: float, process: subprocess.Popen[bytes], name: str) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with status {process.returncode} during start-up")
+            raise RuntimeError(f"{name} exited with status {process.returncode} during start-up (port taken?)")
         try:
             with urllib.request.urlopen(url, timeout=1.0) as response:
                 if response.status == 200:
@@ -199,7 +204,7 @@ def _gateway_command() -> str:
 
 
 def audit_hint(audit_path: Path, since: datetime) -> str:
-    """The one line that shows the requests made since ``since``, newest last."""
+    """The one line that shows the requests made since ``since`` (the demo's start)."""
     command = [_gateway_command(), "audit", "query", "--path", _shortest(audit_path), "--since",
                since.strftime("%Y-%m-%dT%H:%M:%SZ"), "--format", "table"]  # fmt: skip
     return "audit of the requests below: " + " ".join(shlex.quote(part) for part in command)
@@ -234,13 +239,13 @@ def command(args: argparse.Namespace) -> int:
         }
     )
     commands = [
-        ("dev identity provider",
+        (f"the dev identity provider (port {ports.idp})",
          [python, "-m", "gateway.cli", "dev-idp", "--host", HOST, "--port", str(ports.idp), "--dev-dir", str(dev_dir)],
          f"{idp_url}/{tenants.CONTOSO_TENANT}/v2.0/.well-known/openid-configuration"),
-        ("reference services",
+        (f"the reference services (port {ports.upstream})",
          [python, "-m", "gateway.cli", "demo-upstream", "--host", HOST, "--port", str(ports.upstream)],
          f"{upstream_url}/healthz"),
-        ("gateway", [python, "-m", "gateway.cli", "serve"], f"{gateway_url}/readyz"),
+        (f"the gateway (port {ports.gateway})", [python, "-m", "gateway.cli", "serve"], f"{gateway_url}/readyz"),
     ]  # fmt: skip
     processes: list[subprocess.Popen[bytes]] = []
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -253,7 +258,7 @@ def command(args: argparse.Namespace) -> int:
         # someone else, and the printed lines would reach it.
         lost = [name for (name, _, _), p in zip(commands, processes, strict=True) if p.poll() is not None]
         if lost:
-            raise RuntimeError(f"{lost[0]} exited during start-up; is another process on its port?")
+            raise RuntimeError(f"{lost[0]} exited during start-up: another process took its port?")
         print(f"\nprivacy gateway demo: gateway {gateway_url}, upstream {upstream_url}, identity provider {idp_url}")
         print(audit_hint(audit_path, started) + "\n")
         current_pack = ""
