@@ -14,11 +14,13 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
 
+from adapters.routemap import RouteMatch
 from gateway.audit.ids import uuid7
 from gateway.audit.log import AuditLog, AuditUnavailable
 from gateway.audit.record import DecisionRecord
@@ -93,6 +95,8 @@ class Gateway:
         self._forward_authorization = config.upstream.forward_authorization
         self._fail_closed = config.audit.fail_closed
         self._background: set[asyncio.Task[None]] = set()
+        # seeds every record's ``extra``: {} in proxy mode, {"mode": "ext-authz"} behind Envoy
+        self.record_extra: dict[str, str] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -111,49 +115,37 @@ class Gateway:
 
     # -- the request path ----------------------------------------------------------------------------
 
-    async def handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        started = time.time()
-        clock = time.perf_counter()
-        record = DecisionRecord(decision_id=uuid7(), time=started, method=scope["method"], path=scope["path"])
-        exchange = Exchange(send, record, clock)
+    async def handle(
+        self, scope: dict[str, Any], receive: Receive, send: Send, extra: dict[str, str] | None = None
+    ) -> None:
+        """One request in proxy mode. ``extra`` seeds the record's ``extra`` (e.g. which mode decided)."""
+        exchange = self.exchange(scope, send, extra)
+        await self.guarded(exchange, self._process(scope, receive, exchange))
+
+    def exchange(self, scope: dict[str, Any], send: Send, extra: dict[str, str] | None = None) -> Exchange:
+        """A fresh decision id and audit record for one request."""
+        record = DecisionRecord(decision_id=uuid7(), time=time.time(), method=scope["method"], path=scope["path"])
+        record.extra.update(self.record_extra if extra is None else extra)
+        return Exchange(send, record, time.perf_counter())
+
+    async def guarded(self, exchange: Exchange, work: Awaitable[None]) -> None:
+        """Run one request's work; an unexpected error answers 500 and is audited, never forwards."""
         try:
-            await self._process(scope, receive, exchange, clock)
+            await work
         except Exception:
-            logger.exception("unexpected error handling request %s", record.decision_id)
+            logger.exception("unexpected error handling request %s", exchange.record.decision_id)
             if not exchange.started and not exchange.audited:
-                record.reason = "internal_error"
+                exchange.record.reason = "internal_error"
                 await self._problem(exchange, 500, "the gateway failed to handle this request")
 
-    async def _process(self, scope: dict[str, Any], receive: Receive, exchange: Exchange, clock: float) -> None:
+    async def _process(self, scope: dict[str, Any], receive: Receive, exchange: Exchange) -> None:
         record = exchange.record
-        try:
-            head = parse_request_head(scope, self._max_header_bytes, self._forward_authorization)
-        except MalformedRequest as exc:
-            record.reason = "malformed_request"
-            return await self._problem(exchange, exc.status, exc.detail)
-        trace_id, parent_span_id = parse_traceparent(head.traceparent)
-        record.trace_id, record.parent_span_id, record.span_id = trace_id, parent_span_id, new_span_id()
+        # 0-2. limits, authenticate, map (shared with the ext_authz check: gateway/extauthz/)
+        admitted = await self.admit(scope, exchange)
+        if admitted is None:
+            return None
+        head, principal, match = admitted
 
-        # 1. authenticate: identity comes from the verified token only.
-        try:
-            principal = await self.authenticator.authenticate(head.authorization)
-        except AuthenticationError as exc:
-            record.reason = exc.reason
-            record.decision_us = _elapsed_us(clock)
-            return await self._unauthenticated(exchange, exc)
-        _record_principal(record, principal)
-
-        # 2. map: the route map turns method and path into an action on a resource; unmapped = deny.
-        match = self.authorizer.match(head.method, head.path, head.raw_path)
-        if match is None:
-            record.reason = "unmapped_route"
-            record.decision_us = _elapsed_us(clock)
-            return await self._forbidden(exchange, self.authorizer.unmapped_reasons())
-        record.route = match.template
-
-        if head.content_length is not None and head.content_length > self._max_body_bytes:
-            record.reason = "body_too_large"
-            return await self._problem(exchange, 413, f"request body larger than {self._max_body_bytes} bytes")
         body_source = RequestBody(receive, self._max_body_bytes)
         lifted_body: bytes | None = None
         lift_limit = self.authorizer.body_needed(match)
@@ -167,24 +159,13 @@ class Gateway:
                 return await self._client_gone(exchange)
 
         # 3. decide: Cedar, with purpose, recipient and consent from the request.
-        decision = await self.authorizer.authorize(
-            principal,
-            match,
-            purpose=head.purpose,
-            recipient=head.recipient,
-            consent_ref=head.consent_ref,
-            body=lifted_body,
-            now=record.time,
-        )
-        _record_decision(record, decision)
-        record.decision_us = _elapsed_us(clock)
-        if not decision.allowed:
-            return await self._refuse(exchange, decision)
+        decision = await self.decide(exchange, head, principal, match, lifted_body)
+        if decision is None:
+            return None
 
         # 4. audit: refuse before touching the upstream if the record of truth cannot be written.
-        if self._fail_closed and not self.audit.healthy:
-            record.reason = "audit_unavailable"
-            return await self._problem(exchange, 503, "the audit store cannot be written; refusing to proceed")
+        if not await self.audit_writable(exchange):
+            return None
 
         # 5. forward
         body: bytes | Any | None
@@ -218,6 +199,88 @@ class Gateway:
             response.release()
         return None
 
+    # -- the steps both modes share (proxy here, the ext_authz check in gateway/extauthz/) -------------
+    # Each answers and audits the request itself when it refuses, and then returns None.
+
+    async def admit(
+        self, scope: dict[str, Any], exchange: Exchange
+    ) -> tuple[RequestHead, Principal, RouteMatch] | None:
+        """0. limits, 1. authenticate, 2. map: the request head, the verified principal, the route."""
+        record = exchange.record
+        try:
+            head = parse_request_head(scope, self._max_header_bytes, self._forward_authorization)
+        except MalformedRequest as exc:
+            record.reason = "malformed_request"
+            await self._problem(exchange, exc.status, exc.detail)
+            return None
+        trace_id, parent_span_id = parse_traceparent(head.traceparent)
+        record.trace_id, record.parent_span_id, record.span_id = trace_id, parent_span_id, new_span_id()
+
+        # 1. authenticate: identity comes from the verified token only.
+        try:
+            principal = await self.authenticator.authenticate(head.authorization)
+        except AuthenticationError as exc:
+            record.reason = exc.reason
+            record.decision_us = _elapsed_us(exchange.clock)
+            await self._unauthenticated(exchange, exc)
+            return None
+        _record_principal(record, principal)
+
+        # 2. map: the route map turns method and path into an action on a resource; unmapped = deny.
+        match = self.authorizer.match(head.method, head.path, head.raw_path)
+        if match is None:
+            record.reason = "unmapped_route"
+            record.decision_us = _elapsed_us(exchange.clock)
+            await self._forbidden(exchange, self.authorizer.unmapped_reasons())
+            return None
+        record.route = match.template
+
+        if head.content_length is not None and head.content_length > self._max_body_bytes:
+            record.reason = "body_too_large"
+            await self._problem(exchange, 413, f"request body larger than {self._max_body_bytes} bytes")
+            return None
+        return head, principal, match
+
+    async def decide(
+        self, exchange: Exchange, head: RequestHead, principal: Principal, match: RouteMatch, body: bytes | None
+    ) -> Decision | None:
+        """3. decide: the allowed decision, or None once the refusal (400/403) is answered and audited."""
+        record = exchange.record
+        decision = await self.authorizer.authorize(
+            principal,
+            match,
+            purpose=head.purpose,
+            recipient=head.recipient,
+            consent_ref=head.consent_ref,
+            body=body,
+            now=record.time,
+        )
+        _record_decision(record, decision)
+        record.replay = (decision, None)  # its inputs, written by the audit writer (authz/replay.py)
+        record.decision_us = _elapsed_us(exchange.clock)
+        if not decision.allowed:
+            await self._refuse(exchange, decision)
+            return None
+        return decision
+
+    async def audit_writable(self, exchange: Exchange) -> bool:
+        """4. audit, before anything is let through: a fail-closed store that cannot be written is a 503."""
+        if self._fail_closed and not self.audit.healthy:
+            exchange.record.reason = "audit_unavailable"
+            await self._problem(exchange, 503, "the audit store cannot be written; refusing to proceed")
+            return False
+        return True
+
+    def identity_headers(self, principal: Principal, decision: Decision, record: DecisionRecord) -> dict[str, str]:
+        """What the upstream is told about an allowed request, in either mode."""
+        return {
+            "X-Gateway-Decision-Id": record.decision_id,
+            "X-Gateway-Tenant": principal.tenant,
+            "X-Gateway-Principal": principal.id,
+            "X-Gateway-Purpose": decision.purpose,
+            "traceparent": format_traceparent(record.trace_id, record.span_id),
+        }
+
     def _upstream_headers(
         self, head: RequestHead, principal: Principal, decision: Decision, record: DecisionRecord
     ) -> CIMultiDict[str]:
@@ -233,18 +296,14 @@ class Gateway:
             headers["X-Forwarded-Host"] = head.host
         if head.content_length is not None:
             headers["Content-Length"] = str(head.content_length)
-        headers["X-Gateway-Decision-Id"] = record.decision_id
-        headers["X-Gateway-Tenant"] = principal.tenant
-        headers["X-Gateway-Principal"] = principal.id
-        headers["X-Gateway-Purpose"] = decision.purpose
-        headers["traceparent"] = format_traceparent(record.trace_id, record.span_id)
+        headers.update(self.identity_headers(principal, decision, record))
         return headers
 
     async def _respond_streamed(self, exchange: Exchange, response: Any) -> None:
         record = exchange.record
         record.status = response.status
         record.reason = record.reason or "allowed"
-        if not await self._audit(exchange):
+        if not await self.audit_record(exchange):
             return
         headers = response_headers(response)
         if response.content_length is not None:
@@ -282,6 +341,7 @@ class Gateway:
         review = self.authorizer.review_response(
             decision, response.status, response.headers.get("content-type", ""), raw, time.time()
         )
+        record.replay = (decision, review)
         if review.refusal is not None:
             _record_decision(record, review.refusal)  # decision deny, reason, policies, clauses of the refusal
             return await self._refuse(exchange, review.refusal)
@@ -290,7 +350,7 @@ class Gateway:
             record.policies = (*record.policies, *review.policies)
         record.status = response.status
         record.reason = record.reason or "allowed"
-        if not await self._audit(exchange):
+        if not await self.audit_record(exchange):
             return
         headers = response_headers(response)
         headers.append((b"x-decision-id", record.decision_id.encode()))
@@ -300,7 +360,7 @@ class Gateway:
 
     # -- refusals ------------------------------------------------------------------------------------
 
-    async def _audit(self, exchange: Exchange) -> bool:
+    async def audit_record(self, exchange: Exchange) -> bool:
         """Write the record; on a fail-closed store failure answer 503 instead. True = go on."""
         record = exchange.record
         record.duration_us = _elapsed_us(exchange.clock)
@@ -325,7 +385,7 @@ class Gateway:
     ) -> None:
         record = exchange.record
         record.status = status
-        if not await self._audit(exchange):
+        if not await self.audit_record(exchange):
             return
         out = headers or []
         out.append((b"content-type", PROBLEM_CONTENT_TYPE))
@@ -342,7 +402,7 @@ class Gateway:
         """The client hung up before an answer: nothing to send, but the request is still audited."""
         exchange.record.reason = "client_disconnected"
         exchange.record.status = 499
-        await self._audit(exchange)
+        await self.audit_record(exchange)
 
     async def _unauthenticated(self, exchange: Exchange, error: AuthenticationError) -> None:
         exchange.record.decision = "deny"
@@ -364,6 +424,7 @@ class Gateway:
             decision_id=refusal.decision_id, time=refusal.time, method=refusal.method,
             path=refusal.target.split("?", 1)[0], status=refusal.status, reason=refusal.reason, decision="deny",
         )
+        record.extra.update(self.record_extra)
         task = asyncio.get_running_loop().create_task(self._record_refusal(record))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # where ``func(args) -> int`` is the exit status.
 COMMAND_MODULES = (
     "gateway.serve",
+    "gateway.extauthz.envoyconfig",
     "gateway.demo.commands",
     "gateway.demo.stack",
     "gateway.identity.commands",

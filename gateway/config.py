@@ -40,6 +40,9 @@ class ServerSettings:
     graceful_shutdown_seconds: float = 30.0
     max_connections: int = 4096
     log_level: str = "info"
+    mode: str = "proxy"  # "proxy", or "ext-authz": answer Envoy's ext_authz checks (gateway/extauthz/)
+    delegation_secret: str = ""  # ext-authz: HMAC key of delegation tokens; "" = random per `gateway serve`
+    delegation_ttl_seconds: float = 10.0  # ext-authz: how long a check's delegation stays valid
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,13 @@ def _check_semantics(config: Config) -> None:
     ):
         if seconds <= 0:
             raise ConfigError(f"{name}: must be positive, got {seconds}")
+    if config.server.mode not in ("proxy", "ext-authz"):
+        raise ConfigError(f"server.mode: expected 'proxy' or 'ext-authz', got {config.server.mode!r}")
+    if config.server.delegation_secret and len(config.server.delegation_secret) < 32:
+        raise ConfigError("server.delegation_secret: at least 32 characters (or empty for a random one)")
+    if config.server.delegation_ttl_seconds <= 0:
+        ttl = config.server.delegation_ttl_seconds
+        raise ConfigError(f"server.delegation_ttl_seconds: must be positive, got {ttl}")
     if config.audit.mode not in ("async", "durable"):
         raise ConfigError(f"audit.mode: expected 'async' or 'durable', got {config.audit.mode!r}")
     if not config.identity.tenants:

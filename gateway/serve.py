@@ -88,7 +88,12 @@ def build_gateway(config: Config) -> Any:
         ),
         meter_provider=meter_provider,
     )
-    return Gateway(
+    kind = Gateway
+    if config.server.mode == "ext-authz":  # Envoy's authorization service (gateway/extauthz/)
+        from gateway.extauthz.check import ExtAuthzGateway
+
+        kind = ExtAuthzGateway
+    return kind(
         config, authenticator=authenticator, authorizer=authorizer, audit=audit_log,
         upstream=UpstreamClient(config.upstream), meter_provider=meter_provider,
     )
@@ -123,6 +128,11 @@ def run(config: Config, config_path: str | None) -> int:
 
     options = uvicorn_options(config)
     if config.server.workers > 1:
+        if config.server.mode == "ext-authz" and not config.server.delegation_secret:
+            # A check in one worker delegates to the proxy path in any worker: they share one key.
+            from gateway.extauthz.delegation import new_secret
+
+            os.environ["GATEWAY_SERVER_DELEGATION_SECRET"] = new_secret()
         if config_path:
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
         uvicorn.run("gateway.serve:app_from_environment", factory=True, workers=config.server.workers, **options)
@@ -139,6 +149,8 @@ def command(args: argparse.Namespace) -> int:
         env["GATEWAY_SERVER_PORT"] = str(args.port)
     if args.workers:
         env["GATEWAY_SERVER_WORKERS"] = str(args.workers)
+    if args.mode:
+        env["GATEWAY_SERVER_MODE"] = args.mode
     try:
         config = load_config(args.config, environ=env)
     except ConfigError as exc:
@@ -159,9 +171,13 @@ def command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("serve", help="run the sidecar proxy")
+    parser = subparsers.add_parser("serve", help="run the sidecar proxy (or, --mode ext-authz, Envoy's checks)")
     parser.add_argument("--config", help="TOML configuration file (default: the built-in demo defaults)")
     parser.add_argument("--host", help="listen address (server.host)")
     parser.add_argument("--port", type=int, help="listen port (server.port)")
     parser.add_argument("--workers", type=int, help="worker processes (server.workers)")
+    parser.add_argument(
+        "--mode", choices=("proxy", "ext-authz"),
+        help="proxy (default): the sidecar proxy; ext-authz: answer Envoy's ext_authz checks (server.mode)",
+    )
     parser.set_defaults(func=command)

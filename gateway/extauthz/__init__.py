@@ -1,0 +1,1 @@
+"""The gateway behind Envoy or Istio: answering ext_authz checks (see README.md in this package)."""
