@@ -450,6 +450,10 @@ class Gateway:
         if self.audit.last_error:
             report["audit_error"] = self.audit.last_error
         report["policy_hash"] = self.authorizer.policy_hash
+        if self.authorizer.shadow is not None:  # shadow mode: decided beside, never enforced
+            report["shadow_policy_hash"] = self.authorizer.shadow.policy_hash
+        if self.authorizer.shadow_error:
+            report["shadow_error"] = self.authorizer.shadow_error
         return report
 
     async def _ready(self, send: Send) -> None:

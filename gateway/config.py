@@ -83,6 +83,7 @@ class PoliciesConfig:
     resolver_timeout_seconds: float = 2.0
     resolver_url: str = ""  # facts (tenant settings, opt-outs, consents) come from here; "" = upstream.url
     last_good_dir: str = ""  # copy of the last policy set that loaded; "" = policies.last-good beside audit.path
+    shadow_dir: str = ""  # a candidate set decided beside the enforced one and recorded, never enforced
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class AuditConfig:
     busy_timeout_seconds: float = 5.0
     otlp_timeout_seconds: float = 10.0
     export_max_backoff_seconds: float = 30.0
+    pseudonym_key_file: str = ""  # key of the store's pseudonyms; "" = <audit.path>.pseudonym-key
 
 
 @dataclass(frozen=True)

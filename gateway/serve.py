@@ -29,8 +29,10 @@ def build_gateway(config: Config) -> Any:
     from gateway.app import Gateway
     from gateway.audit.log import AuditLog
     from gateway.audit.metrics import build_meter_provider
+    from gateway.audit.pseudonyms import key_path, load_or_create_key
     from gateway.audit.settings import AuditSettings
     from gateway.authz.authorizer import Authorizer
+    from gateway.authz.replay import ReplayRecorder, pseudonymiser
     from gateway.authz.settings import AuthzSettings
     from gateway.identity.authenticator import Authenticator
     from gateway.identity.settings import IdentitySettings
@@ -63,6 +65,7 @@ def build_gateway(config: Config) -> Any:
             decision_cache_size=policies.decision_cache_size,
             watch=policies.watch,
             watch_interval_seconds=policies.watch_interval_seconds,
+            shadow_dir=policies.shadow_dir,
         ),
         last_good_dir,
     )
@@ -87,6 +90,11 @@ def build_gateway(config: Config) -> Any:
             export_max_backoff_seconds=audit.export_max_backoff_seconds,
         ),
         meter_provider=meter_provider,
+        # the decision's inputs (and the shadow set's decision on them) are written by the audit writer
+        prepare=ReplayRecorder(
+            pseudonymiser(load_or_create_key(key_path(audit.path, audit.pseudonym_key_file))),
+            (lambda: authorizer.shadow) if policies.shadow_dir else None,
+        ),
     )
     kind = Gateway
     if config.server.mode == "ext-authz":  # Envoy's authorization service (gateway/extauthz/)
@@ -156,7 +164,14 @@ def command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    from gateway.audit.pseudonyms import PseudonymKeyError, key_path, load_or_create_key
     from gateway.demo.ports import PortUnavailable, busy_message, check_port
+
+    try:  # made (0600) before workers start, so they all read the same one
+        load_or_create_key(key_path(config.audit.path, config.audit.pseudonym_key_file))
+    except PseudonymKeyError as exc:
+        print(f"gateway: configuration error: audit.pseudonym_key_file: {exc}", file=sys.stderr)
+        return 2
 
     try:  # before anything is loaded: a port someone else holds is an error at once
         check_port(config.server.host, config.server.port)

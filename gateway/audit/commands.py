@@ -27,6 +27,7 @@ from gateway.audit.query import (
     COUNT_DIMENSIONS,
     DEFAULT_LIMIT,
     QUERY_FIELDS,
+    SHADOW_FIELDS,
     AuditFilter,
     QueryError,
     count_decisions,
@@ -63,6 +64,8 @@ def register(subparsers: Any) -> None:
     query.add_argument("--category", metavar="C", help="data category, or any category below it")
     query.add_argument("--decision", choices=("allow", "deny"))
     query.add_argument("--policy", metavar="ID", help="a determining policy id")
+    query.add_argument("--shadow-diff", action="store_true",
+                       help="only the records the shadow policy set (policies.shadow_dir) decided otherwise")
     query.add_argument("--format", choices=("table", "json", "csv"), default="table")
     query.add_argument("--limit", type=int, metavar="N", help=f"at most N records (default {DEFAULT_LIMIT})")
     query.add_argument("--count-by", choices=COUNT_DIMENSIONS, metavar="DIM",
@@ -175,6 +178,7 @@ def _filter(args: argparse.Namespace, limit: int) -> AuditFilter:
         decision=args.decision,
         policy=args.policy,
         limit=limit,
+        shadow_diff=bool(getattr(args, "shadow_diff", False)),
     )
 
 
@@ -209,6 +213,8 @@ def run_query(args: argparse.Namespace) -> int:
         else:
             rows = query_decisions(conn, flt)
             fields = list(TABLE_FIELDS if args.format == "table" else QUERY_FIELDS)
+            if flt.shadow_diff:
+                fields += list(SHADOW_FIELDS)
     except QueryError as exc:
         return _fail("query", str(exc), 2)
     finally:

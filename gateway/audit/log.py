@@ -42,6 +42,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,8 +95,13 @@ class AuditLog:
         *,
         meter_provider: MeterProvider | None = None,
         span_exporter: SpanExporter | None = None,
+        prepare: Callable[[DecisionRecord], None] | None = None,
     ) -> None:
+        """``prepare`` runs in the writer thread on each record before it is written (the gateway's
+        hook writes the decision's replay inputs and its shadow decision there, off the request path);
+        an error in it is logged and the record is written without what it would have added."""
         self.settings = settings
+        self._prepare = prepare
         self.gateway_id = settings.gateway_id or f"{socket.gethostname()}-{os.getpid()}"
         self.stats = AuditStats()
         self._durable = settings.durable
@@ -424,6 +430,11 @@ class AuditLog:
         terms: list[list[str]] = []
         convertible: list[_Item] = []
         for item in batch:
+            if self._prepare is not None:
+                try:
+                    self._prepare(item[0])
+                except Exception:  # never lose the record for its extras
+                    logger.exception("preparing audit record %s failed; written without it", item[0].decision_id)
             try:
                 row, keys = record_row(item[0]), record_terms(item[0])
             except Exception as exc:  # a malformed record (a caller's bug) must not stop the writer

@@ -30,7 +30,9 @@ QUERY_FIELDS = (
     "action", "resource_type", "resource_id", "purpose", "categories", "recipient", "policies", "method",
     "route", "path", "trace_id", "gateway_id", "sequence",
 )
-LIST_FIELDS = frozenset({"roles", "categories", "policies", "clauses", "masked_fields"})
+LIST_FIELDS = frozenset({"roles", "categories", "policies", "clauses", "masked_fields", "shadow_policies"})
+#: With ``shadow_diff``: the shadow set's answer beside the enforced one.
+SHADOW_FIELDS = ("shadow_decision", "shadow_policies")
 
 #: ``--count-by`` dimensions: the term-table ones, then plain columns.
 TERM_DIMENSIONS = {"category": TERM_CATEGORY, "policy": TERM_POLICY, "purpose": TERM_PURPOSE}
@@ -49,6 +51,7 @@ _SELECT = (
     "d.principal_id, d.roles, d.action, d.resource_type, d.resource_id, d.purpose, d.categories, d.recipient, "
     "d.policies, d.method, d.route, d.path, d.trace_id, d.gateway_id, d.seq FROM decisions d"
 )
+_SELECT_SHADOW = _SELECT.replace(" FROM decisions d", ", d.shadow_decision, d.shadow_policies FROM decisions d")
 
 
 class QueryError(ValueError):
@@ -66,6 +69,7 @@ class AuditFilter:
     decision: str | None = None
     policy: str | None = None
     limit: int = DEFAULT_LIMIT
+    shadow_diff: bool = False  # only the records whose shadow decision differs from the enforced one
 
     def __post_init__(self) -> None:
         if self.decision is not None and self.decision not in ("allow", "deny"):
@@ -157,6 +161,8 @@ def _where(flt: AuditFilter, *, skip_term: str | None = None, ref: str = "d.id")
     if flt.decision:
         clauses.append("d.decision = :decision")
         params["decision"] = flt.decision
+    if flt.shadow_diff:
+        clauses.append("d.shadow_decision != '' AND d.shadow_decision != d.decision")
     for index, (prefix, value, hierarchical) in enumerate(_term_filters(flt)):
         if prefix == skip_term:
             continue
@@ -196,7 +202,15 @@ def _listing_row(row: sqlite3.Row) -> dict[str, Any]:
         "trace_id": row["trace_id"],
         "gateway_id": row["gateway_id"],
         "sequence": row["seq"],
+        **({name: (json.loads(row[name]) if name in LIST_FIELDS else row[name]) for name in SHADOW_FIELDS}
+           if "shadow_decision" in row.keys() else {}),  # noqa: SIM118
     }
+
+
+def has_column(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the store's decisions table has ``name`` (stores of schema version 1, never opened by a
+    writer of this version, lack the replay and shadow columns)."""
+    return any(row[1] == name for row in conn.execute("PRAGMA table_info(decisions)"))
 
 
 def query_decisions(conn: sqlite3.Connection, flt: AuditFilter) -> list[dict[str, Any]]:
@@ -209,6 +223,8 @@ def query_decisions(conn: sqlite3.Connection, flt: AuditFilter) -> list[dict[str
     """
     if flt.limit == 0:
         return []
+    if flt.shadow_diff and not has_column(conn, "shadow_decision"):
+        return []  # a store no shadow set ever wrote to
     expanded = []
     for prefix, value, hierarchical in _term_filters(flt):
         terms = expand_terms(conn, prefix, value, hierarchical)
@@ -221,7 +237,7 @@ def query_decisions(conn: sqlite3.Connection, flt: AuditFilter) -> list[dict[str
         clauses, params = _where(_without_terms(flt))
         for index, terms in enumerate(expanded):
             clauses.append(_exists(terms, f"x{index}_", params))
-        sql = _SELECT
+        sql = _SELECT_SHADOW if flt.shadow_diff else _SELECT
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY d.time_us DESC, d.decision_id DESC LIMIT :limit"
@@ -252,7 +268,7 @@ def expand_terms(conn: sqlite3.Connection, prefix: str, value: str, hierarchical
 
 def _without_terms(flt: AuditFilter) -> AuditFilter:
     return AuditFilter(since_us=flt.since_us, until_us=flt.until_us, principal=flt.principal,
-                       tenant=flt.tenant, decision=flt.decision, limit=flt.limit)
+                       tenant=flt.tenant, decision=flt.decision, limit=flt.limit, shadow_diff=flt.shadow_diff)
 
 
 def _exists(terms: list[str], name: str, params: dict[str, Any]) -> str:
@@ -311,7 +327,7 @@ def _query_by_terms(conn: sqlite3.Connection, flt: AuditFilter, expanded: list[l
             break
         ids = {f"c{i}": ref for i, (_, ref) in enumerate(chunk)}
         condition = f"d.id IN ({', '.join(':' + k for k in ids)})"
-        sql = f"{_SELECT} WHERE {' AND '.join([condition, *clauses])}"
+        sql = f"{_SELECT_SHADOW if flt.shadow_diff else _SELECT} WHERE {' AND '.join([condition, *clauses])}"
         found.extend(conn.execute(sql, {**params, **ids}).fetchall())
         if len(found) >= flt.limit:
             found.sort(key=lambda r: (r["time_us"], r["decision_id"]), reverse=True)
@@ -418,6 +434,8 @@ def show_decision(conn: sqlite3.Connection, decision_id: str) -> dict[str, Any] 
             out["time"] = rfc3339(value)
         elif key in LIST_FIELDS or key == "extra":
             value = json.loads(value)
+        elif key == "inputs":
+            value = json.loads(value) if value else None
         elif key == "seq":
             key = "sequence"
         elif key == "principal_id":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -41,3 +42,9 @@ class DecisionRecord:
     sequence: int = 0                    # per-gateway number, assigned by AuditLog.record (gaps = loss)
     duration_us: int = 0                 # arrival to response ready (0 = unknown: decision_us is used)
     extra: dict[str, str] = field(default_factory=dict)
+    # What the decision was made from, to decide it again (gateway/authz/replay.py): set on the request
+    # path as an immutable object, turned into ``inputs`` (JSON) by the audit writer thread.
+    replay: Any = field(default=None, repr=False, compare=False)
+    inputs: str = ""                     # "" when the policies did not decide (401, 400, unmapped, ...)
+    shadow_decision: str = ""            # allow | deny under policies.shadow_dir; "" = no shadow set
+    shadow_policies: tuple[str, ...] = ()

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from gateway.audit.record import DecisionRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WRITER_CACHE_KIB = 8192  # an append-mostly writer needs little cache; bigger only grows RSS
 
 TERM_CATEGORY = "c:"
@@ -67,7 +67,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     decision_us INTEGER NOT NULL,
     upstream_ms REAL NOT NULL,
     duration_us INTEGER NOT NULL,
-    extra TEXT NOT NULL
+    extra TEXT NOT NULL,
+    inputs TEXT NOT NULL DEFAULT '',
+    shadow_decision TEXT NOT NULL DEFAULT '',
+    shadow_policies TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS decision_terms (
     term TEXT NOT NULL,
@@ -120,7 +123,13 @@ DECISION_COLUMNS = (
     "method", "path", "route", "tenant", "resource_tenant", "principal_kind", "principal_id", "client_id",
     "roles", "action", "resource_type", "resource_id", "categories", "purpose", "recipient", "consent_ref",
     "decision", "reason", "policies", "clauses", "masked_fields", "policy_hash", "status", "decision_us",
-    "upstream_ms", "duration_us", "extra",
+    "upstream_ms", "duration_us", "extra", "inputs", "shadow_decision", "shadow_policies",
+)
+#: Columns added after version 1, with their definitions (added to older stores when opened for writing).
+ADDED_COLUMNS = (
+    ("inputs", "TEXT NOT NULL DEFAULT ''"),
+    ("shadow_decision", "TEXT NOT NULL DEFAULT ''"),
+    ("shadow_policies", "TEXT NOT NULL DEFAULT '[]'"),
 )
 INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
@@ -153,7 +162,8 @@ def record_row(rec: DecisionRecord) -> tuple[Any, ...]:
         rec.resource_type, rec.resource_id, _json_list(rec.categories), rec.purpose, rec.recipient,
         rec.consent_ref, rec.decision, rec.reason, _json_list(rec.policies), _json_list(rec.clauses),
         _json_list(rec.masked_fields), rec.policy_hash, rec.status, rec.decision_us, rec.upstream_ms,
-        rec.duration_us, json.dumps(rec.extra, default=str) if rec.extra else _EMPTY_DICT,
+        rec.duration_us, json.dumps(rec.extra, default=str) if rec.extra else _EMPTY_DICT, rec.inputs,
+        rec.shadow_decision, _json_list(rec.shadow_policies),
     )
 
 
@@ -203,7 +213,18 @@ def record_from_row(row: sqlite3.Row) -> DecisionRecord:
         sequence=row["seq"],
         duration_us=row["duration_us"],
         extra=json.loads(row["extra"]),
+        inputs=_column(row, "inputs", ""),
+        shadow_decision=_column(row, "shadow_decision", ""),
+        shadow_policies=tuple(json.loads(_column(row, "shadow_policies", "[]"))),
     )
+
+
+def _column(row: sqlite3.Row, name: str, default: str) -> str:
+    """A column that stores of schema version 1 (read-only, never migrated) do not have."""
+    try:
+        return str(row[name])
+    except IndexError:
+        return default
 
 
 def connect_writer(path: str, *, durable: bool, busy_timeout: float) -> sqlite3.Connection:
@@ -241,6 +262,10 @@ def ensure_schema(conn: sqlite3.Connection, *, with_indexes: bool = True) -> Non
     try:
         for statement in _statements(DDL + (INDEXES if with_indexes else "")):
             conn.execute(statement)
+        present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        for name, definition in ADDED_COLUMNS:  # a version 1 store: add what it lacks
+            if name not in present:
+                conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {definition}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

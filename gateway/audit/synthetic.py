@@ -144,6 +144,9 @@ def generate_store(
         "upstream_ms": "CASE WHEN d THEN 0.0 ELSE 1.5 END",
         "duration_us": "0",
         "extra": "'{}'",
+        "inputs": "''",
+        "shadow_decision": "''",
+        "shadow_policies": "'[]'",
     }
     assert tuple(columns) == DECISION_COLUMNS
     # one term column per slot: first category, second category (or NULL), policy, purpose

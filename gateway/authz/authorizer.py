@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,17 @@ class Authorizer:
         self._watched = BundleFiles(Path(settings.policies_dir), tuple(Path(p) for p in settings.route_maps))
         self._snapshot = self._watched.snapshot()
         self._watcher: asyncio.Task[None] | None = None
+        self._reload_lock = threading.Lock()  # the file watch and SIGHUP may both reload
+        # Shadow mode: a candidate set decided beside this one by the audit writer, never enforced.
+        self.shadow: PolicyEngine | None = None
+        self.shadow_error: str | None = None
+        self._shadow_watched = (
+            BundleFiles(Path(settings.shadow_dir), tuple(Path(p) for p in settings.route_maps))
+            if settings.shadow_dir
+            else None
+        )
+        self._shadow_snapshot: dict[str, float] = {}
+        self._load_shadow()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -290,8 +302,29 @@ class Authorizer:
     def policy_hash(self) -> str:
         return self.engine.policy_hash
 
+    def _load_shadow(self) -> None:
+        """(Re)load the shadow set; a broken one is reported (``shadow_error``, /readyz) and leaves no
+        shadow decisions, never an effect on enforcement."""
+        if self._shadow_watched is None:
+            return
+        self._shadow_snapshot = self._shadow_watched.snapshot()
+        try:
+            self.shadow = self._load_engine(replace(self.settings, policies_dir=self.settings.shadow_dir))
+            self.shadow_error = None
+            logger.info("shadow policy set %s loaded from %s", self.shadow.policy_hash, self.settings.shadow_dir)
+        except (PolicyError, OSError, ValueError) as exc:
+            self.shadow = None
+            self.shadow_error = str(exc)
+            logger.error("the shadow policy set does not load; no shadow decisions until it does:\n%s", exc)
+
     def reload(self) -> bool:
         """Load the files again; on success swap the bundle (and its caches), else keep the old one."""
+        with self._reload_lock:
+            if self._shadow_watched is not None:
+                self._load_shadow()
+            return self._reload()
+
+    def _reload(self) -> bool:
         snapshot = self._watched.snapshot()
         try:
             engine = self._load_engine(self.settings)
@@ -310,6 +343,9 @@ class Authorizer:
 
     def reload_if_changed(self) -> bool | None:
         """Reload when a watched file changed: True/False as ``reload``, None when nothing changed."""
+        if self._shadow_watched is not None and self._shadow_watched.snapshot() != self._shadow_snapshot:
+            with self._reload_lock:
+                self._load_shadow()
         if self._watched.snapshot() == self._snapshot:
             return None
         return self.reload()

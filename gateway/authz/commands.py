@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.authz.errors import PolicyError
 
-POLICY_COMMAND_MODULES = ("gateway.authz.policytest", "gateway.authz.matrix")
+POLICY_COMMAND_MODULES = ("gateway.authz.policytest", "gateway.authz.matrix", "gateway.authz.change")
 
 
 def _defaults() -> tuple[str, tuple[str, ...]]:

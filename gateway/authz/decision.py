@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from adapters.routemap import MaskStyle, Pointer
-from gateway.authz.facts import Facts
+from gateway.authz.facts import Facts, RecordFacts
 from gateway.problem import problem_body
 
 if TYPE_CHECKING:
@@ -96,6 +96,10 @@ class Decision:
     extra: dict[str, str] = field(default_factory=dict)
     reviews_record: bool = False
     basis: Basis | None = field(default=None, repr=False, compare=False)
+    # the record's facts fetched before forwarding (a ``facts_from`` route) and the time they were
+    # decided at; the decision is the one made with them
+    record_facts: RecordFacts | None = None
+    record_time: int = 0
 
     @property
     def inspects_response(self) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.routemap import Pointer
@@ -50,6 +50,8 @@ class ResponseReview:
     ``pointers``: the concrete JSON pointers redacted (withheld items and masked fields), for
     ``X-Redacted-Fields`` and the audit record's masked fields.
     ``withheld``: the array items withheld whole; ``policies``: the policies that withheld them.
+    ``reviewed``: the distinct record facts decided, in order, each with whether it was allowed, and
+    ``reviewed_at`` the time they were decided at (what a replay of the request needs).
     """
 
     refusal: Decision | None
@@ -57,6 +59,9 @@ class ResponseReview:
     pointers: tuple[str, ...] = ()
     withheld: tuple[str, ...] = ()
     policies: tuple[str, ...] = ()
+    # for the audit record's replay inputs, not part of what is answered (so not compared)
+    reviewed: tuple[tuple[RecordFacts, bool], ...] = field(default=(), compare=False)
+    reviewed_at: int = field(default=0, compare=False)
 
 
 def is_json_type(content_type: str) -> bool:
@@ -100,9 +105,9 @@ def record_refusal(decision: Decision, verdict: Verdict, cached: bool) -> Decisi
     )
 
 
-def decide_record(basis: Basis, raw: RawFacts, now: float) -> tuple[Verdict, bool]:
-    """The verdict on ``basis``'s request once the record's facts ``raw`` are known, at time ``now``."""
-    return basis.engine.decide(basis.facts.with_record(record_facts(raw, now), int(now)))
+def decide_record(basis: Basis, record: RecordFacts, now: float) -> tuple[Verdict, bool]:
+    """The verdict on ``basis``'s request once the record's facts are known, at time ``now``."""
+    return basis.engine.decide(basis.facts.with_record(record, int(now)))
 
 
 def review_prefetched(decision: Decision, raw: RawFacts | None, now: float) -> Decision:
@@ -119,8 +124,10 @@ def review_prefetched(decision: Decision, raw: RawFacts | None, now: float) -> D
             "the record the decision needs facts about was not found upstream; denied because the "
             "decision cannot be made",
         )
-    verdict, cached = decide_record(basis, raw, now)
-    return decision if verdict.allowed else record_refusal(decision, verdict, cached)
+    record = record_facts(raw, now)
+    verdict, cached = decide_record(basis, record, now)
+    decided = decision if verdict.allowed else record_refusal(decision, verdict, cached)
+    return dataclasses.replace(decided, record_facts=record, record_time=int(now))
 
 
 def review(
@@ -138,6 +145,7 @@ def review(
     parsed = False
     withheld: list[str] = []
     policies: set[str] = set()
+    reviewed: dict[RecordFacts, bool] = {}
     basis = decision.basis
     # An empty body gives nothing away: there is nothing to check (a 204, a HEAD).
     if decision.reviews_record and 200 <= status < 300 and basis is not None and body:
@@ -150,11 +158,14 @@ def review(
         items = basis.facts.route.facts_items
         try:
             if items is None:
-                verdict, cached = decide_record(basis, read_facts(basis.facts.route.response_facts, document), now)
+                record = record_facts(read_facts(basis.facts.route.response_facts, document), now)
+                verdict, cached = decide_record(basis, record, now)
+                reviewed[record] = verdict.allowed
                 if not verdict.allowed:
-                    return ResponseReview(record_refusal(decision, verdict, cached), b"")
+                    refused = record_refusal(decision, verdict, cached)
+                    return ResponseReview(refused, b"", reviewed=tuple(reviewed.items()), reviewed_at=int(now))
             else:
-                _review_items(basis, items, document, now, max_records, withheld, policies)
+                _review_items(basis, items, document, now, max_records, withheld, policies, reviewed)
         except FactError as exc:
             return ResponseReview(unreadable(decision, f"the record's facts cannot be read: {exc}"), b"")
     pointers: list[str] = list(withheld)
@@ -168,9 +179,12 @@ def review(
                 return ResponseReview(unreadable(decision, "the answer must be masked but is not valid JSON"), b"")
         document, masked = mask_document(document, decision.masks)
         pointers.extend(masked)
+    seen = tuple(reviewed.items())
     if not pointers:
-        return ResponseReview(None, body)
-    return ResponseReview(None, dump(document), tuple(pointers), tuple(withheld), tuple(sorted(policies)))
+        return ResponseReview(None, body, reviewed=seen, reviewed_at=int(now))
+    return ResponseReview(
+        None, dump(document), tuple(pointers), tuple(withheld), tuple(sorted(policies)), seen, int(now)
+    )
 
 
 def _review_items(
@@ -181,6 +195,7 @@ def _review_items(
     max_records: int,
     withheld: list[str],
     policies: set[str],
+    reviewed: dict[RecordFacts, bool],
 ) -> None:
     """Decide every item of the array at ``items`` on its own facts; withhold (null) the refused ones."""
     route = basis.facts.route
@@ -200,6 +215,7 @@ def _review_items(
                 raise FactError(f"more than {max_records} distinct records in one answer")
             verdict, _ = basis.engine.decide(base.with_record(record, int(now)))
             memo[record] = verdict
+            reviewed[record] = verdict.allowed
         if not verdict.allowed:
             array[index] = None
             withheld.append(f"{items.text}/{index}")

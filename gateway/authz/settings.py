@@ -22,3 +22,6 @@ class AuthzSettings:
     max_lift_body_bytes: int = 65536  # upper bound on any route's max_body_bytes
     validate_requests: bool = False  # also validate every Cedar request against the schema (tests)
     max_record_reviews: int = 2048  # distinct records one answer may hold for a per-item review (else 502)
+    # a candidate policy set decided beside the enforced one (shadow mode: recorded, never enforced);
+    # "" = none. It uses the same route maps.
+    shadow_dir: str | Path = ""
