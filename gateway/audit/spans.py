@@ -41,6 +41,8 @@ POLICY_IDS = "privacy.policy.ids"
 POLICY_CLAUSES = "privacy.policy.clauses"
 POLICY_SET_HASH = "privacy.policy.set_hash"
 MASKED_FIELDS = "privacy.masked_fields"
+SHADOW_OUTCOME = "privacy.shadow.outcome"
+SHADOW_POLICY_IDS = "privacy.shadow.policy.ids"
 ACTION = "privacy.action"
 RESOURCE_TYPE = "privacy.resource.type"
 RESOURCE_ID = "privacy.resource.id"
@@ -74,6 +76,7 @@ _STRING_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("consent_ref", CONSENT_REF),
     ("policy_hash", POLICY_SET_HASH),
     ("gateway_id", GATEWAY_ID),
+    ("shadow_decision", SHADOW_OUTCOME),
 )
 _LIST_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("roles", USER_ROLES),
@@ -81,6 +84,7 @@ _LIST_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("policies", POLICY_IDS),
     ("clauses", POLICY_CLAUSES),
     ("masked_fields", MASKED_FIELDS),
+    ("shadow_policies", SHADOW_POLICY_IDS),
 )
 
 
