@@ -134,6 +134,7 @@ def render(
     check_timeout: str = "5s",
     route_timeout: str = "60s",
     forward_authorization: bool = False,
+    max_header_kb: int = 32,
 ) -> str:
     """The bootstrap YAML. Raises ``EnvoyConfigError`` for an unusable URL or port."""
     upstream_ep = Endpoint.parse("--upstream", upstream)
@@ -181,6 +182,9 @@ admin:
           use_remote_address: true
           # X_Gateway_Principal reads as X-Gateway-Principal to CGI/WSGI upstreams: drop such names.
           common_http_protocol_options: {{headers_with_underscores_action: DROP_HEADER}}
+          # The gateway's server.max_header_bytes: a larger head is refused (431) before any check,
+          # so headers the check is not shown cannot carry more than proxy mode would accept.
+          max_request_headers_kb: {max_header_kb}
           route_config:
             name: checked
             virtual_hosts:

@@ -97,7 +97,9 @@ def behind_envoy(
 
 
 @pytest.fixture(scope="module")
-def behind(idp: DevIdP, reference_upstream: ThreadedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Behind]:
+def behind(
+    idp: DevIdP, reference_upstream: ThreadedServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Behind]:
     with behind_envoy(idp, reference_upstream.url, tmp_path_factory.mktemp("envoy")) as stack:
         yield stack
 
@@ -130,3 +132,9 @@ def records(audit_path: Path) -> list[dict[str, Any]]:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 5000")
         return [dict(row) for row in conn.execute("SELECT * FROM decisions ORDER BY id")]
+
+
+def record_of(audit_path: Path, reply: Any) -> dict[str, Any]:
+    """The one record named by an answer's X-Decision-Id."""
+    (record,) = [r for r in records(audit_path) if r["decision_id"] == reply.header("X-Decision-Id")]
+    return record
