@@ -25,8 +25,8 @@ from starlette.routing import Match
 
 from adapters.routemap import LiftRule, Pointer, Route
 from gateway.authz.authorizer import Authorizer, InvalidInput, lift_body
-from gateway.authz.emails import canonical_email
 from gateway.authz.decision import DEFAULT_DENY, FAIL_CLOSED, MaskRule
+from gateway.authz.emails import canonical_email
 from gateway.authz.masking import REDACTED, apply_masks
 from gateway.authz.settings import AuthzSettings
 from gateway.config import PoliciesConfig
