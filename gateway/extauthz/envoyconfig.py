@@ -198,8 +198,9 @@ admin:
                 route: {{cluster: upstream, timeout: {route_timeout}}}
                 request_headers_to_remove: [{removed}]
               # Everything else goes to the gateway's proxy listener, which decides with the body and
-              # the upstream's answer (masks, record facts) and audits the request once. A request the
-              # check did not delegate ({DELEGATION_HEADER} absent or forged) is never forwarded there.
+              # the upstream's answer (masks, record facts) and audits the request once. It forwards
+              # only a request carrying the check's {DELEGATION_HEADER}; anything else it answers as a
+              # check (no data) or refuses (403).
               - match: {{prefix: "/"}}
                 route: {{cluster: gateway_proxy, timeout: {route_timeout}}}
                 request_headers_to_remove: [{ROUTE_HEADER}]

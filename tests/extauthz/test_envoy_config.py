@@ -63,3 +63,10 @@ def test_server_mode_key() -> None:
         load_config(None, environ={"GATEWAY_SERVER_MODE": "sidecar"})
     with pytest.raises(ConfigError, match=r"server\.delegation_secret: at least 32"):
         load_config(None, environ={"GATEWAY_SERVER_DELEGATION_SECRET": "short"})
+
+
+def test_the_example_in_deploy_is_the_commands_output(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "envoy" / "envoy.yaml"
+    assert main(["envoy-config", "--upstream", "http://127.0.0.1:8081", "--gateway", "http://127.0.0.1:8080",
+                 "--admin-port", "9901"]) == 0
+    assert capsys.readouterr().out == example.read_text()
