@@ -17,6 +17,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from adapters.pathnorm import PathRejected, canonical_path, normalise_path
+from adapters.subjects import Subjects, parse_subjects
 
 MaskStyle = Literal["last4", "redact"]
 LiftKind = Literal["email", "string"]
@@ -136,6 +137,7 @@ class Route:
     facts_items: Pointer | None = None  # the array whose items the facts are read from (a "*" pointer)
     facts_from: str | None = None  # a GET path template: read the facts from it before forwarding
     tenant_retention: str | None = None  # the key of the tenant settings' retention_days for these records
+    subjects: Subjects = field(default_factory=Subjects)  # whose data the records are (adapters/subjects.py)
 
     @property
     def field_categories(self) -> tuple[str, ...]:
@@ -346,6 +348,7 @@ _ROUTE_KEYS = frozenset(
         "response_facts",
         "facts_from",
         "tenant_retention",
+        "subjects",
     }
 )
 
@@ -408,6 +411,7 @@ def _route(item: Any, params: Mapping[str, str], map_name: str, where: str) -> R
         raise ValueError("tenant_retention must name a key of the tenant settings' retention_days (lower case)")
     if tenant_retention is not None and tenant_param is None:
         raise ValueError("tenant_retention needs a tenant parameter: the settings are fetched per tenant")
+    subjects = parse_subjects(item.get("subjects"), names, {rule.name for rule in lift})
     return Route(
         id=route_id,
         method=method,
@@ -430,6 +434,7 @@ def _route(item: Any, params: Mapping[str, str], map_name: str, where: str) -> R
         facts_items=facts_items,
         facts_from=facts_from,
         tenant_retention=tenant_retention,
+        subjects=subjects,
     )
 
 
