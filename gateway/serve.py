@@ -29,10 +29,10 @@ def build_gateway(config: Config) -> Any:
     from gateway.app import Gateway
     from gateway.audit.log import AuditLog
     from gateway.audit.metrics import build_meter_provider
-    from gateway.audit.pseudonyms import key_path, load_or_create_key
+    from gateway.audit.pseudonyms import key_path, load_or_create_key, pseudonymiser
     from gateway.audit.settings import AuditSettings
     from gateway.authz.authorizer import Authorizer
-    from gateway.authz.replay import ReplayRecorder, pseudonymiser
+    from gateway.authz.prepare import RecordPreparer
     from gateway.authz.settings import AuthzSettings
     from gateway.identity.authenticator import Authenticator
     from gateway.identity.settings import IdentitySettings
@@ -90,8 +90,8 @@ def build_gateway(config: Config) -> Any:
             export_max_backoff_seconds=audit.export_max_backoff_seconds,
         ),
         meter_provider=meter_provider,
-        # the decision's inputs (and the shadow set's decision on them) are written by the audit writer
-        prepare=ReplayRecorder(
+        # the writer adds the decision's inputs, its shadow decision and its data subjects (authz/prepare.py)
+        prepare=RecordPreparer(
             pseudonymiser(load_or_create_key(key_path(audit.path, audit.pseudonym_key_file))),
             (lambda: authorizer.shadow) if policies.shadow_dir else None,
         ),

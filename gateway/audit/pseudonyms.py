@@ -14,11 +14,27 @@ pseudonyms are made unlinkable.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 KEY_BYTES = 32
+PSEUDONYM_PREFIX = "p:"
+
+Pseudonymise = Callable[[str], str]
+
+
+def pseudonymiser(key: bytes) -> Pseudonymise:
+    """A keyed, deterministic pseudonym (128 bits of HMAC-SHA256): equal values give equal pseudonyms;
+    testing a guessed value needs the key."""
+
+    def pseudonym(value: str) -> str:
+        return PSEUDONYM_PREFIX + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    return pseudonym
 
 
 class PseudonymKeyError(Exception):

@@ -48,3 +48,6 @@ class DecisionRecord:
     inputs: str = ""                     # "" when the policies did not decide (401, 400, unmapped, ...)
     shadow_decision: str = ""            # allow | deny under policies.shadow_dir; "" = no shadow set
     shadow_policies: tuple[str, ...] = ()
+    # Whose data the request touched: groups of ``kind:value`` keys, one group per data subject (e-mail
+    # addresses as keyed pseudonyms); set by the audit writer, stored as terms and in extra["subjects"].
+    subjects: tuple[tuple[str, ...], ...] = ()

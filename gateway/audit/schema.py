@@ -30,6 +30,7 @@ WRITER_CACHE_KIB = 8192  # an append-mostly writer needs little cache; bigger on
 TERM_CATEGORY = "c:"
 TERM_POLICY = "p:"
 TERM_PURPOSE = "u:"
+TERM_SUBJECT = "s:"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -173,6 +174,8 @@ def record_terms(rec: DecisionRecord) -> list[str]:
     terms.extend(TERM_POLICY + p for p in rec.policies)
     if rec.purpose:
         terms.append(TERM_PURPOSE + rec.purpose)
+    for group in rec.subjects:
+        terms.extend(TERM_SUBJECT + key for key in group)
     return list(dict.fromkeys(terms)) if len(terms) > 1 else terms
 
 

@@ -125,7 +125,8 @@ def check_inputs(
 
 
 def make_decision(
-    engine: PolicyEngine, facts: Facts, verdict: Verdict, cached: bool, consent_ref: str | None
+    engine: PolicyEngine, facts: Facts, verdict: Verdict, cached: bool, consent_ref: str | None,
+    subjects: tuple[str, ...] = (),
 ) -> Decision:
     route = facts.route
     reviews_record = (
@@ -153,6 +154,8 @@ def make_decision(
         cached=cached,
         reviews_record=reviews_record,
         basis=Basis(engine, facts),
+        subjects=subjects,
+        reads_subjects=route.subjects.reads_answer,
     )
 
 
@@ -486,7 +489,10 @@ class Authorizer:
             time=int(now),
         )
         verdict, cached = engine.decide(facts)
-        decision = make_decision(engine, facts, verdict, cached, consent_ref)
+        subjects: tuple[str, ...] = ()
+        if route.subjects.from_request:
+            subjects = route.subjects.request_keys(match.params, principal.id, inputs.body)
+        decision = make_decision(engine, facts, verdict, cached, consent_ref, subjects)
         if decision.allowed and route.facts_from is not None and engine.reads_record(facts):
             decision = await self._review_before_forwarding(decision, match, now)
         return decision

@@ -100,12 +100,16 @@ class Decision:
     # decided at; the decision is the one made with them
     record_facts: RecordFacts | None = None
     record_time: int = 0
+    # the data subjects the request itself names (path, lifted body: ``kind:value`` keys), and whether
+    # the route reads more of them from the answer (adapters/subjects.py)
+    subjects: tuple[str, ...] = ()
+    reads_subjects: bool = False
 
     @property
     def inspects_response(self) -> bool:
         """True when the upstream's answer must be buffered and given to ``review_response``: the
         decision masks fields, or the record's facts in the answer are still to be checked."""
-        return self.allowed and (bool(self.masks) or self.reviews_record)
+        return self.allowed and (bool(self.masks) or self.reviews_record or self.reads_subjects)
 
     @property
     def clauses(self) -> tuple[str, ...]:

@@ -29,14 +29,12 @@ read for them) decides without them, and the replay says so (``partial``).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit.record import DecisionRecord
+from gateway.audit.pseudonyms import Pseudonymise
 from gateway.authz.decision import DEFAULT_DENY, FAIL_CLOSED, Decision
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.facts import ConsentFacts, Facts, RecordFacts, TenantFacts
@@ -44,18 +42,6 @@ from gateway.authz.review import ResponseReview
 from gateway.identity.principal import Principal
 
 FORMAT = 1
-PSEUDONYM_PREFIX = "p:"
-
-Pseudonymise = Callable[[str], str]
-
-
-def pseudonymiser(key: bytes) -> Pseudonymise:
-    """A keyed, deterministic pseudonym: equal values give equal pseudonyms, the key is needed to test a guess."""
-
-    def pseudonym(value: str) -> str:
-        return PSEUDONYM_PREFIX + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
-
-    return pseudonym
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,24 +295,3 @@ def shadow_decider(engine: Callable[[], PolicyEngine | None]) -> Callable[[Repla
         return ("allow" if outcome.allowed else "deny"), outcome.policies
 
     return decide
-
-
-class ReplayRecorder:
-    """The audit writer's hook (``AuditLog(prepare=...)``): writes each record's replay inputs and,
-    in shadow mode, the candidate set's decision on them. Runs in the writer thread, never on the
-    request path; the shadow engine is used from that thread only."""
-
-    def __init__(self, pseudonym: Pseudonymise, shadow: Callable[[], PolicyEngine | None] | None = None) -> None:
-        self.pseudonym = pseudonym
-        self.shadow = shadow_decider(shadow) if shadow is not None else None
-
-    def __call__(self, record: DecisionRecord) -> None:
-        pending = record.replay  # (decision, review or None), set on the request path
-        if pending is None:
-            return
-        item = pending if isinstance(pending, Replayable) else capture(*pending)
-        if item is None:
-            return
-        record.inputs = encode(item, self.pseudonym)
-        if self.shadow is not None:
-            record.shadow_decision, record.shadow_policies = self.shadow(item)

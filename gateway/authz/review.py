@@ -25,6 +25,7 @@ What it never does: read a non-JSON body, keep a body, or review a refused decis
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class ResponseReview:
     # for the audit record's replay inputs, not part of what is answered (so not compared)
     reviewed: tuple[tuple[RecordFacts, bool], ...] = field(default=(), compare=False)
     reviewed_at: int = field(default=0, compare=False)
+    # the data subjects the answer names, one group of keys per record given (withheld items are not)
+    subjects: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
 
 
 def is_json_type(content_type: str) -> bool:
@@ -163,11 +166,20 @@ def review(
                 reviewed[record] = verdict.allowed
                 if not verdict.allowed:
                     refused = record_refusal(decision, verdict, cached)
-                    return ResponseReview(refused, b"", reviewed=tuple(reviewed.items()), reviewed_at=int(now))
+                    return ResponseReview(refused, b"", reviewed=tuple(reviewed.items()), reviewed_at=int(now),
+                                          subjects=_answer_subjects(decision, document))  # fmt: skip
             else:
                 _review_items(basis, items, document, now, max_records, withheld, policies, reviewed)
         except FactError as exc:
             return ResponseReview(unreadable(decision, f"the record's facts cannot be read: {exc}"), b"")
+    subjects: tuple[tuple[str, ...], ...] = ()
+    if decision.reads_subjects and 200 <= status < 300 and body:
+        if not parsed and is_json_type(content_type):
+            # best effort: an answer that is not JSON names no one more than its request did
+            with contextlib.suppress(UnicodeDecodeError, ValueError, RecursionError):
+                document, parsed = json.loads(body), True
+        if parsed:
+            subjects = _answer_subjects(decision, document)  # before masking: the values the record held
     pointers: list[str] = list(withheld)
     if decision.masks and body:
         if not parsed:
@@ -181,10 +193,17 @@ def review(
         pointers.extend(masked)
     seen = tuple(reviewed.items())
     if not pointers:
-        return ResponseReview(None, body, reviewed=seen, reviewed_at=int(now))
+        return ResponseReview(None, body, reviewed=seen, reviewed_at=int(now), subjects=subjects)
     return ResponseReview(
-        None, dump(document), tuple(pointers), tuple(withheld), tuple(sorted(policies)), seen, int(now)
+        None, dump(document), tuple(pointers), tuple(withheld), tuple(sorted(policies)), seen, int(now), subjects
     )
+
+
+def _answer_subjects(decision: Decision, document: Any) -> tuple[tuple[str, ...], ...]:
+    basis = decision.basis
+    if basis is None or not decision.reads_subjects:
+        return ()
+    return basis.facts.route.subjects.answer_groups(document)
 
 
 def _review_items(

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from gateway.audit.ids import uuid7
+from gateway.audit.pseudonyms import pseudonymiser
 from gateway.audit.record import DecisionRecord
 from gateway.audit.schema import INSERT_DECISION, connect_writer, record_row
 from gateway.authz.cases import evaluate_case_review
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.policytest import discover, load_fixtures, load_suite
-from gateway.authz.replay import capture, encode, pseudonymiser
+from gateway.authz.replay import capture, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"

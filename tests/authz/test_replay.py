@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.audit.pseudonyms import pseudonymiser
 from gateway.authz.authorizer import make_decision
 from gateway.authz.cases import evaluate_case_review
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.policytest import discover, load_fixtures, load_suite
-from gateway.authz.replay import Outcome, capture, compare, decode, encode, pseudonymiser, replay
+from gateway.authz.replay import Outcome, capture, compare, decode, encode, replay
 from gateway.authz.review import review
 from tests.authz.support import NOW, ROUTE_MAPS, SHIPPED_POLICIES, A, B, app, facts, user
 

@@ -203,9 +203,15 @@ def test_decisions_that_inspect_nothing_are_left_alone(engine: PolicyEngine) -> 
     assert not denied.allowed and not denied.inspects_response
     assert reviewed(denied, b"anything") == ResponseReview(None, b"anything")
     unmasked = decide(
-        engine, facts(engine, user("Legal.Officer"), "calls.read", "call-a-001", purpose="essential.legal_obligation")
+        engine, facts(engine, user("Legal.Officer"), "surveys.results", "sv-a-001", purpose="essential.legal_obligation")
     )
     assert unmasked.allowed and not unmasked.inspects_response
+    # a call read for the law is not masked nor checked for facts, but its answer names the caller
+    subjects = decide(
+        engine, facts(engine, user("Legal.Officer"), "calls.read", "call-a-001", purpose="essential.legal_obligation")
+    )
+    assert subjects.allowed and subjects.reads_subjects and subjects.inspects_response
+    assert not subjects.masks and not subjects.reviews_record
 
 
 def test_the_second_decision_is_cached_by_age_in_days(engine: PolicyEngine) -> None:

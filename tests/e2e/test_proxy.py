@@ -89,10 +89,13 @@ def test_hop_by_hop_headers_dropped_both_ways(echo_stack: Stack) -> None:
 
 
 def test_large_response_streams_past_every_buffer_limit(echo_stack: Stack) -> None:
-    token = echo_stack.mint(A, roles=["Legal.Officer"])  # inspects nothing: the answer streams
+    # aggregated results for a legal obligation: nothing to mask, no record facts, no data subject to
+    # read from the answer, so the gateway inspects nothing and the answer streams
+    token = echo_stack.mint(A, roles=["Legal.Officer"])
     size = 48 * 1024 * 1024  # six times upstream.max_masked_body_bytes and server.max_body_bytes here
     reply = echo_stack.http(
-        "GET", f"/tenants/{A}/contacts/big-1?size={size}", token=token, purpose="essential.legal_obligation", timeout=60
+        "GET", f"/tenants/{A}/surveys/big-1/results?size={size}", token=token, purpose="essential.legal_obligation",
+        timeout=60,
     )
     assert reply.status == 200
     assert len(reply.body) == size
@@ -169,7 +172,7 @@ def test_upstream_breaking_off_mid_body_cuts_the_connection(echo_stack: Stack) -
     conn = http.client.HTTPConnection("127.0.0.1", echo_stack.port, timeout=10)
     conn.request(
         "GET",
-        f"/tenants/{A}/contacts/broken-1",
+        f"/tenants/{A}/surveys/broken-1/results",
         headers={"Authorization": f"Bearer {token}", "X-Purpose": "essential.legal_obligation"},
     )
     response = conn.getresponse()

@@ -2,7 +2,7 @@
 
 - ``.../echo-*`` (default): JSON describing what arrived: method, path, raw path, query, headers
   (repeated ones kept), body size and SHA-256.
-- ``.../big-*``: streams ``?size=`` bytes (default 32 MiB) in 64 KiB chunks, chunked encoding.
+- ``.../big-*`` (or ``.../big-*/results``): streams ``?size=`` bytes (default 32 MiB) in 64 KiB chunks, chunked encoding.
 - ``.../slow-*``: waits ``?delay=`` seconds before answering.
 - ``.../hang-*``: never answers (bounded by the test's own timeouts).
 - ``.../cookies-*``: two Set-Cookie headers, plus hop-by-hop headers that must not reach the client.
@@ -32,7 +32,10 @@ async def echo_upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     assert scope["type"] == "http"
-    last = scope["path"].rstrip("/").rsplit("/", 1)[-1]
+    segments = scope["path"].rstrip("/").split("/")
+    # the behaviour is named by the last segment, or by the record id before a last literal segment
+    # (``/surveys/big-1/results``), so routes that end in a literal can ask for it too
+    last = segments[-1] if len(segments) < 2 or "-" in segments[-1] else segments[-2]
     query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
     digest = hashlib.sha256()
     size = 0

@@ -1,0 +1,72 @@
+"""What the audit writer adds to a record before it is written: its replay inputs, its shadow
+decision and the keys of the data subjects it touched.
+
+``RecordPreparer`` is the ``AuditLog(prepare=...)`` hook. The request path only keeps references to
+its immutable decision and review (``record.replay``); everything here runs in the audit writer
+thread, before the batch is committed, so a response never waits for it (durable mode waits for the
+commit, and so for this). The shadow engine is used from that thread only.
+
+Data subjects: the keys the request names (``Decision.subjects``) and those the answer named
+(``ResponseReview.subjects``), one group per subject: for a single record, the request's keys and the
+answer's are the same person's; for a list, each item is a person and the request's own keys (if any)
+a group of their own. E-mail addresses are canonicalised and kept only as keyed pseudonyms
+(``email:p:...``), the same pseudonyms the replay inputs use, so ``gateway audit subject ADDRESS``
+finds them with the key and the store alone reveals no address.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from gateway.audit.pseudonyms import Pseudonymise
+from gateway.audit.record import DecisionRecord
+from gateway.authz.decision import Decision
+from gateway.authz.emails import canonical_or_folded
+from gateway.authz.engine import PolicyEngine
+from gateway.authz.replay import Replayable, capture, encode, shadow_decider
+from gateway.authz.review import ResponseReview
+
+EMAIL_PREFIX = "email:"
+
+
+def subject_key(key: str, pseudonym: Pseudonymise) -> str:
+    """A key as stored: an e-mail address canonicalised and pseudonymised, any other key as it is."""
+    if key.startswith(EMAIL_PREFIX):
+        return EMAIL_PREFIX + pseudonym(canonical_or_folded(key[len(EMAIL_PREFIX):]))
+    return key
+
+
+def subject_groups(
+    decision: Decision, review: ResponseReview | None, pseudonym: Pseudonymise
+) -> tuple[tuple[str, ...], ...]:
+    request = tuple(subject_key(k, pseudonym) for k in decision.subjects)
+    answer = tuple(tuple(subject_key(k, pseudonym) for k in group) for group in (review.subjects if review else ()))
+    basis = decision.basis
+    single = basis is None or basis.facts.route.subjects.items is None
+    if single:
+        merged = tuple(dict.fromkeys((*request, *(k for group in answer for k in group))))
+        return (merged,) if merged else ()
+    return ((request,) if request else ()) + answer
+
+
+class RecordPreparer:
+    def __init__(self, pseudonym: Pseudonymise, shadow: Callable[[], PolicyEngine | None] | None = None) -> None:
+        self.pseudonym = pseudonym
+        self.shadow = shadow_decider(shadow) if shadow is not None else None
+
+    def __call__(self, record: DecisionRecord) -> None:
+        pending = record.replay  # (decision, review or None), set on the request path
+        if pending is None:
+            return
+        decision, review = pending
+        groups = subject_groups(decision, review, self.pseudonym)
+        if groups:
+            record.subjects = groups
+            record.extra["subjects"] = json.dumps([list(g) for g in groups], separators=(",", ":"))
+        item: Replayable | None = capture(decision, review)
+        if item is None:
+            return
+        record.inputs = encode(item, self.pseudonym)
+        if self.shadow is not None:
+            record.shadow_decision, record.shadow_policies = self.shadow(item)
