@@ -202,9 +202,8 @@ def test_decisions_that_inspect_nothing_are_left_alone(engine: PolicyEngine) -> 
     )
     assert not denied.allowed and not denied.inspects_response
     assert reviewed(denied, b"anything") == ResponseReview(None, b"anything")
-    unmasked = decide(
-        engine, facts(engine, user("Legal.Officer"), "surveys.results", "sv-a-001", purpose="essential.legal_obligation")
-    )
+    legal = "essential.legal_obligation"
+    unmasked = decide(engine, facts(engine, user("Legal.Officer"), "surveys.results", "sv-a-001", purpose=legal))
     assert unmasked.allowed and not unmasked.inspects_response
     # a call read for the law is not masked nor checked for facts, but its answer names the caller
     subjects = decide(

@@ -2,7 +2,8 @@
 
 - ``.../echo-*`` (default): JSON describing what arrived: method, path, raw path, query, headers
   (repeated ones kept), body size and SHA-256.
-- ``.../big-*`` (or ``.../big-*/results``): streams ``?size=`` bytes (default 32 MiB) in 64 KiB chunks, chunked encoding.
+- ``.../big-*`` (or ``.../big-*/results``): streams ``?size=`` bytes (default 32 MiB) in 64 KiB chunks,
+  chunked encoding.
 - ``.../slow-*``: waits ``?delay=`` seconds before answering.
 - ``.../hang-*``: never answers (bounded by the test's own timeouts).
 - ``.../cookies-*``: two Set-Cookie headers, plus hop-by-hop headers that must not reach the client.
