@@ -26,6 +26,28 @@ audited nowhere. ``GatewayHttpProtocol`` adds, selected with ``uvicorn.run(..., 
   the app's ``protocol_refusal(ProtocolRefusal)`` method, when it has one, so that it can be audited
   like any other response.
 
+Upgrade (``Connection: upgrade`` with ``Upgrade: h2c``, ``websocket``, ...) is declined by ignoring it,
+as RFC 9110 section 7.8 lets a server do: the request is decided, audited and answered as the plain
+HTTP/1.1 request it also is, never switched to another protocol, and the connection is closed after
+the answer (``Connection: close``). Why ignore rather than refuse: the gateway proxies HTTP/1.1 only,
+and a client offering an upgrade (curl's ``--http2`` on an ``http://`` URL offers ``h2c`` on every
+request, bodies included) is still asking for the request itself, which a plain answer serves, as
+Envoy does for ``h2c``; a WebSocket client gets the route's ordinary answer (a 403 for anything
+unmapped, or the resource) instead of a ``101``, and gives up cleanly. Refusing would break such
+clients for no protection: the upgrade never reaches the upstream (``Upgrade`` and ``Connection``
+are hop-by-hop, ``gateway/request.py``). The difficulty is the body: httptools tells llhttp to skip
+the body of any upgrade request (the rest of the stream is "another protocol"), so uvicorn saw the
+request complete and empty, forwarded its ``Content-Length`` and never the body, and the upstream
+waited for bytes that never came (15 s, then 502). Here the body is read by a second llhttp parser
+that is fed a minimal head carrying the request's own framing (its single ``Content-Length``, or
+``Transfer-Encoding: chunked``) and then the bytes after the head, so chunked decoding stays
+llhttp's and is never re-implemented. Framing that is not exactly one of those two is refused
+before the app runs (400 ``not_http``: the body's end could not be found safely). Anything after
+the body on that connection is discarded (a pipelined request behind an upgrade is not answered; the
+close tells the client to retry it). uvicorn's own WebSocket hand-over is never used, whatever
+libraries are installed: the gateway does not proxy WebSockets. ``CONNECT`` (a tunnel, which llhttp
+also reports as an upgrade) is refused (400).
+
 Limits come from the app's configuration (``app.config.server``), so the class needs no arguments
 and can be named by reference in a multi-worker configuration. What it never does: interleave its
 own answer with a response already being written on the same connection (pipelining); then it
@@ -111,6 +133,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._running: RequestResponseCycle | None = None
         self.url = b""
+        # an upgrade request being served as plain HTTP/1.1 (see the module docstring)
+        self._upgrade_framing: bytes | None = None  # the framing header of its body, None = no body
+        self._upgrade_body: _BodyReader | None = None
+        self._after_upgrade = False  # the main parser stopped at an upgrade: it reads nothing more
 
     # -- connection life -----------------------------------------------------------------------------
 
@@ -125,13 +151,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._cancel_body_timer()
         super().connection_lost(exc)
 
-    def handle_websocket_upgrade(self) -> None:
-        self._cancel_head_timer()
-        self._cancel_body_timer()
-        super().handle_websocket_upgrade()
+    def _should_upgrade(self) -> bool:
+        return False  # never hand the connection to uvicorn's WebSocket protocols: upgrades are ignored
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        if self._after_upgrade:
+            self._feed_upgrade_body(data)
+            return
         if self._awaiting_head:
             self._head_bytes += len(data)
         try:
@@ -141,11 +168,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             detail = str(own) if own else f"the request is not valid HTTP/1.1: {_printable(str(exc))}"
             self._refuse(400, "not_http", detail)
             return
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        except httptools.HttpParserUpgrade as exc:
+            # The head of an upgrade request is complete and its cycle started as a plain request;
+            # llhttp stops here: what follows (its body, if any) is read by the body reader.
+            self._after_upgrade = True
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            logger.debug("serving an upgrade request as HTTP/1.1, ignoring the upgrade")
+            self._feed_upgrade_body(data[offset:])
             return
         too_large = self._awaiting_head and self._head_bytes > self._max_head_bytes
         if too_large and not self.transport.is_closing():
@@ -181,7 +210,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.parser.get_http_version() == "0.9":
             # llhttp reads "GET /path" with no version as HTTP/0.9 and still parses headers after it.
             raise _NotServed("HTTP/0.9 requests are not served")
+        upgrade = self.parser.should_upgrade()
+        if upgrade:
+            if self.parser.get_method() == b"CONNECT":
+                raise _NotServed("CONNECT is not served: the gateway is no tunnel")
+            self._upgrade_framing = _body_framing(self.headers)
         super().on_headers_complete()
+        if upgrade:
+            self.cycle.keep_alive = False  # the request is the last one read on this connection
         self._reading_body = True
         self._last_body_at = self.loop.time()
         if self._body_timer is None:
@@ -192,9 +228,28 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._upgrade_framing is not None and self._upgrade_body is None:
+            # llhttp skipped the body of an upgrade request and calls it complete: it is not. The
+            # body reader takes over, and completes the request when the body really has arrived.
+            self._upgrade_body = _BodyReader(self, self._upgrade_framing)
+            return
         self._reading_body = False
         self._cancel_body_timer()
         super().on_message_complete()
+
+    def _feed_upgrade_body(self, data: bytes) -> None:
+        reader = self._upgrade_body
+        if reader is None or reader.done or not data:
+            return  # no body, or all of it arrived: later bytes on this connection are not read
+        try:
+            reader.feed(data)
+        except httptools.HttpParserError as exc:
+            if not reader.done:
+                self._refuse(400, "not_http", f"the request body is not valid HTTP/1.1: {_printable(str(exc))}")
+
+    def _upgrade_body_complete(self) -> None:
+        self._upgrade_framing = None
+        self.on_message_complete()
 
     # -- timers --------------------------------------------------------------------------------------
 
@@ -296,6 +351,51 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             hook(refusal)
         except Exception:
             logger.exception("protocol_refusal hook failed for %s", refusal.decision_id)
+
+
+class _BodyReader:
+    """Reads the body of an upgrade request with a parser of its own (llhttp skips it in the main one).
+
+    The parser is primed with a minimal head that carries only the request's framing header, so it
+    counts a ``Content-Length`` or decodes chunks exactly as it would have. Its chunks go to the
+    protocol's ``on_body`` (body idle timer, flow control, the cycle's body); the end of its message
+    completes the request. After that it reads nothing more.
+    """
+
+    __slots__ = ("done", "parser", "protocol")
+
+    def __init__(self, protocol: GatewayHttpProtocol, framing: bytes) -> None:
+        self.protocol = protocol
+        self.done = False
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.feed_data(b"POST / HTTP/1.1\r\nHost: body\r\n" + framing + b"\r\n\r\n")
+
+    def feed(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done:
+            self.protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.done:
+            self.done = True
+            self.protocol._upgrade_body_complete()
+
+
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The framing header of an upgrade request's body (None: it has none), or ``_NotServed``."""
+    lengths = [value.strip() for name, value in headers if name == b"content-length"]
+    codings = [t.strip().lower() for name, value in headers if name == b"transfer-encoding" for t in value.split(b",")]
+    if codings:
+        if lengths or codings != [b"chunked"]:
+            raise _NotServed("an upgrade request's body must be framed by one Content-Length or by chunked alone")
+        return b"Transfer-Encoding: chunked"
+    if not lengths:
+        return None
+    if len(lengths) > 1 or not lengths[0].isdigit() or len(lengths[0]) > 18:
+        raise _NotServed("an upgrade request's Content-Length must be one non-negative integer")
+    return None if int(lengths[0]) == 0 else b"Content-Length: " + lengths[0]
 
 
 class _NotServed(Exception):

@@ -2,7 +2,8 @@
 
 The gateway reads identity only from the verified token, so every client-sent ``X-Gateway-*`` header is
 dropped here, as are hop-by-hop headers (RFC 9110 section 7.6.1, including those the client names in
-``Connection``) and method-override headers, which would let a client make the upstream perform an
+``Connection``, and ``HTTP2-Settings``, which only means something on the connection that offered
+``Upgrade: h2c``) and method-override headers, which would let a client make the upstream perform an
 action other than the one that was authorized. A header the gateway decides on (``Authorization``,
 ``X-Purpose``, ...) that arrives twice is a malformed request, never "the first one wins".
 """
@@ -15,6 +16,7 @@ from typing import Any
 HOP_BY_HOP = frozenset(
     {
         b"connection",
+        b"http2-settings",  # RFC 9113 section 3.2.1 (h2c upgrades are ignored: gateway/http_protocol.py)
         b"keep-alive",
         b"proxy-authenticate",
         b"proxy-authorization",
