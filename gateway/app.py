@@ -4,6 +4,10 @@
 (UUIDv7) and exactly one audit record, whatever its outcome, committed (durable mode) or queued
 (async mode) before the first response byte leaves. Any unexpected error answers 500 and is audited:
 nothing reaches the upstream unless authentication and policy both said yes.
+
+The steps up to the audit (``admit``: limits, authenticate, map; ``decide``; ``audit_writable``;
+``audit_record``) are shared with ``gateway/extauthz/``, which answers Envoy's ext_authz checks with
+them: each answers and audits its own refusal and returns None, so both modes read top to bottom.
 """
 
 from __future__ import annotations
