@@ -31,6 +31,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any
@@ -733,13 +735,18 @@ def mailbox(tenant_id: str, user_id: str, now: datetime | None = None) -> tuple[
         message_id = gmail_message_id(tenant_id, user_id, index)
         recipient = senders["contact"] if sender == "user" else senders["user"]
         text = body.format(**values)
-        headers = [
-            {"name": "From", "value": senders[sender]},
-            {"name": "To", "value": recipient},
-            {"name": "Subject", "value": subject.format(**values)},
-            {"name": "Date", "value": format_datetime(instant)},
-            {"name": "Message-ID", "value": f"<{message_id}@{profile.domain}>"},
-        ]
+        mime = _mime_message(
+            [
+                ("From", senders[sender]),
+                ("To", recipient),
+                ("Subject", subject.format(**values)),
+                ("Date", format_datetime(instant)),
+                ("Message-ID", f"<{message_id}@{profile.domain}>"),
+            ],
+            text,
+        )
+        # Gmail's payload.headers are every header of the message, as the raw form carries them
+        headers = [{"name": name, "value": str(value)} for name, value in mime.items()]
         encoded = text.encode()
         messages.append(
             {
@@ -757,7 +764,27 @@ def mailbox(tenant_id: str, user_id: str, now: datetime | None = None) -> tuple[
                     "headers": headers,
                     "body": {"size": len(encoded), "data": _b64url(encoded)},
                 },
-                "sizeEstimate": len(encoded) + sum(len(h["name"]) + len(h["value"]) + 4 for h in headers),
+                "sizeEstimate": len(mime.as_bytes()),
             }
         )
     return tuple(messages)
+
+
+def _mime_message(headers: list[tuple[str, str]], text: str) -> EmailMessage:
+    mime = EmailMessage(policy=SMTP)
+    for name, value in headers:
+        mime[name] = value
+    mime.set_content(text, charset="utf-8")
+    return mime
+
+
+_MIME_HEADERS = frozenset({"mime-version", "content-type", "content-transfer-encoding"})
+
+
+def gmail_raw(message: JSONObject) -> bytes:
+    """The RFC 5322 message a fixture ``users.messages`` resource stands for: what Gmail's
+    ``format=raw`` carries (base64url-encoded), built again from its headers and body, CRLF endings."""
+    payload = message["payload"]
+    text = base64.urlsafe_b64decode(payload["body"]["data"]).decode()
+    headers = [(h["name"], h["value"]) for h in payload["headers"] if h["name"].lower() not in _MIME_HEADERS]
+    return _mime_message(headers, text).as_bytes()

@@ -3,6 +3,17 @@
 Fixture responses are serialised once when the app is created, so a GET handler is a dictionary
 look-up and a ``Response`` around precomputed bytes. Only the POST routes, the Gmail mailboxes
 (generated on first use, kept in a bounded LRU cache) and the consent records do work per request.
+
+The Gmail routes answer as Gmail does, so that Google's own client library can be pointed at them
+(through the gateway): ``users.messages.get`` serves ``format`` ``full`` (the default), ``metadata``
+(no body; only the headers named by repeated ``metadataHeaders``, case-insensitively, when any are),
+``minimal`` (no payload) and ``raw`` (the RFC 5322 message, base64url, in ``raw``; no payload); an
+unknown ``format`` is a 400. ``users.messages.send`` takes ``{"raw": ...}`` on
+``/gmail/v1/users/{userId}/messages/send`` and the message itself on the upload path
+``/upload/gmail/v1/users/{userId}/messages/send`` with ``uploadType=media`` (a ``message/rfc822``
+body) or ``uploadType=multipart`` (``multipart/related``: JSON metadata, then the message), which is
+what the client library sends for a ``media_body``; the resumable protocol is not served (400).
+Errors stay problem+json, like every error of these services.
 """
 
 from __future__ import annotations
@@ -16,7 +27,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
 from email.policy import default as default_email_policy
 from http import HTTPStatus
 from typing import Any
@@ -29,7 +41,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.demo.fixtures import JSONObject, TenantFixtures, fixture_instant, load_fixtures, mailbox, rfc3339
+from gateway.demo.fixtures import (
+    JSONObject,
+    TenantFixtures,
+    fixture_instant,
+    gmail_raw,
+    load_fixtures,
+    mailbox,
+    rfc3339,
+)
 
 JSON_TYPE = "application/json"
 PROBLEM_TYPE = "application/problem+json"
@@ -133,7 +153,8 @@ class TenantCatalog:
 @dataclass(frozen=True, slots=True)
 class MailboxCatalog:
     listing: bytes
-    messages: dict[str, bytes]
+    messages: dict[str, bytes]  # format=full, serialised once
+    records: dict[str, JSONObject]  # the same messages, for the other formats
 
 
 def build_mailbox(tenant_id: str, user_id: str, now: datetime | None = None) -> MailboxCatalog:
@@ -142,7 +163,36 @@ def build_mailbox(tenant_id: str, user_id: str, now: datetime | None = None) -> 
         "messages": [{"id": m["id"], "threadId": m["threadId"]} for m in messages],
         "resultSizeEstimate": len(messages),
     }
-    return MailboxCatalog(_json_bytes(listing), {m["id"]: _json_bytes(m) for m in messages})
+    return MailboxCatalog(
+        _json_bytes(listing), {m["id"]: _json_bytes(m) for m in messages}, {m["id"]: m for m in messages}
+    )
+
+
+GMAIL_FORMATS = frozenset({"full", "metadata", "minimal", "raw"})
+# Members every format carries (Gmail's ``minimal``): ids, labels, snippet, sizes, dates.
+_MINIMAL_MEMBERS = ("id", "threadId", "labelIds", "snippet", "sizeEstimate", "historyId", "internalDate")
+MAX_METADATA_HEADERS = 64
+
+
+def gmail_format(message: JSONObject, form: str, metadata_headers: list[str]) -> JSONObject:
+    """A ``users.messages`` resource in one of Gmail's formats other than ``full``."""
+    shaped: JSONObject = {name: message[name] for name in _MINIMAL_MEMBERS if name in message}
+    if form == "raw":
+        shaped["raw"] = base64.urlsafe_b64encode(gmail_raw(message)).decode("ascii")
+    elif form == "metadata":
+        payload = message["payload"]
+        wanted = {name.lower() for name in metadata_headers}
+        headers = [h for h in payload["headers"] if not wanted or h["name"].lower() in wanted]
+        shaped["payload"] = {
+            "partId": payload["partId"], "mimeType": payload["mimeType"], "filename": payload["filename"],
+            "headers": headers,
+        }  # fmt: skip
+    return shaped
+
+
+def _decode_base64url(value: str) -> bytes:
+    stripped = value.rstrip("=")
+    return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
 
 
 class ConsentStore:
@@ -227,6 +277,30 @@ def parse_expiry(value: Any) -> datetime:
         return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
     except ValueError:
         raise ProblemError(400, "'expires_at' is not a valid date-time") from None
+
+
+def _related_message(content_type: str, body: bytes) -> bytes:
+    """The message part of a ``multipart/related`` upload: a JSON metadata part, then the message."""
+    if not content_type.lower().startswith("multipart/related") or "\r" in content_type or "\n" in content_type:
+        raise ProblemError(400, "uploadType=multipart needs a multipart/related body")
+    document = BytesParser(policy=default_email_policy).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    parts = list(document.iter_parts()) if document.is_multipart() else []
+    if len(parts) != 2 or parts[0].get_content_type() != "application/json":
+        raise ProblemError(400, "a multipart upload has two parts: the JSON metadata, then the message")
+    try:
+        metadata = json.loads(_part_bytes(parts[0]) or b"{}")
+    except ValueError:
+        raise ProblemError(400, "the metadata part is not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise ProblemError(400, "the metadata part must be a JSON object")
+    return _part_bytes(parts[1])
+
+
+def _part_bytes(part: Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def guarded(handler: Handler) -> Handler:
@@ -422,10 +496,18 @@ class ReferenceServices:
     async def gmail_get(self, request: Request) -> Response:
         box = self.user_mailbox(request)
         message_id = request.path_params["id"]
+        form = request.query_params.get("format", "full")
+        if form not in GMAIL_FORMATS:
+            raise ProblemError(400, f"invalid format '{form[:32]}': one of {', '.join(sorted(GMAIL_FORMATS))}")
+        names = request.query_params.getlist("metadataHeaders")
+        if len(names) > MAX_METADATA_HEADERS or any(len(n) > MAX_FIELD_LENGTH for n in names):
+            raise ProblemError(400, "too many or too long metadataHeaders")
         body = box.messages.get(message_id)
         if body is None:
             raise ProblemError(404, f"message '{message_id}' not found in this mailbox")
-        return json_response(body)
+        if form == "full":
+            return json_response(body)
+        return json_response(_json_bytes(gmail_format(box.records[message_id], form, names)))
 
     async def gmail_send(self, request: Request) -> Response:
         tenant_id = self.caller_tenant(request)
@@ -435,9 +517,28 @@ class ReferenceServices:
         if not isinstance(raw, str) or not BASE64URL_PATTERN.fullmatch(raw):
             raise ProblemError(400, "'raw' must be the message in base64url")
         try:
-            message = base64.urlsafe_b64decode(raw.rstrip("=") + "=" * (-len(raw.rstrip("=")) % 4))
+            message = _decode_base64url(raw)
         except (binascii.Error, ValueError):
             raise ProblemError(400, "'raw' is not valid base64url") from None
+        return self._sent(tenant_id, user_id, message, raw)
+
+    async def gmail_upload_send(self, request: Request) -> Response:
+        """``users.messages.send`` on Gmail's upload path: the message is the body (``media``) or the
+        second part of a ``multipart/related`` body after the JSON metadata (``multipart``)."""
+        tenant_id = self.caller_tenant(request)
+        user_id = self.mail_user(request)
+        upload = request.query_params.get("uploadType", "")
+        content_type = request.headers.get("content-type", "")
+        if upload == "media":
+            message = await read_body(request, MAX_SEND_BODY)
+        elif upload == "multipart":
+            message = _related_message(content_type, await read_body(request, MAX_SEND_BODY))
+        else:
+            raise ProblemError(400, "uploadType must be 'media' or 'multipart' (resumable is not served here)")
+        return self._sent(tenant_id, user_id, message, base64.urlsafe_b64encode(message).decode("ascii"))
+
+    @staticmethod
+    def _sent(tenant_id: str, user_id: str, message: bytes, raw: str) -> Response:
         headers = BytesHeaderParser(policy=default_email_policy).parsebytes(message)
         if not str(headers.get("To", "")).strip():
             raise ProblemError(400, "recipient address required: the message has no To header")
@@ -550,6 +651,7 @@ class ReferenceServices:
             ("/gmail/v1/users/{user_id}/messages", self.gmail_list, get),
             ("/gmail/v1/users/{user_id}/messages/send", self.gmail_send, post),
             ("/gmail/v1/users/{user_id}/messages/{id}", self.gmail_get, get),
+            ("/upload/gmail/v1/users/{user_id}/messages/send", self.gmail_upload_send, post),
             ("/consents", self.create_consent, post),
             ("/consents/{id}", self.get_consent, get),
         ]
