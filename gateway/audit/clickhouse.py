@@ -177,3 +177,80 @@ def _format(fmt: str) -> str:
         return FORMATS[fmt]
     except KeyError:
         raise QueryError(f"format must be one of {', '.join(FORMATS)}") from None
+
+
+# --- auditors' reports ---------------------------------------------------------------------------------
+
+SUBJECTS_ATTRIBUTE = attr.EXTRA_PREFIX + "subjects"
+LINK_ROUNDS = 3
+
+
+def _subject_groups() -> str:
+    return f"JSONExtract({_a(SUBJECTS_ATTRIBUTE)}, 'Array(Array(String))')"
+
+
+def clickhouse_subject(
+    keys: list[str], flt: AuditFilter, *, table: str = DEFAULT_TABLE, fmt: str = "json"
+) -> str:
+    """``gateway audit subject``: the decisions whose subjects hold one of ``keys`` (pseudonyms already
+    made), linked through the records' subject groups for ``LINK_ROUNDS`` rounds, as the SQLite engine
+    links them (which goes on to a fixed point; three rounds reach a contact's calls' recordings)."""
+    source = _identifier(table)
+    where = _where(flt)
+    scope = " AND ".join(where)
+    rounds = [f"[{', '.join(quote(k) for k in keys)}] AS k0"]
+    for i in range(1, LINK_ROUNDS + 1):
+        prev = f"k{i - 1}"
+        rounds.append(
+            f"arrayDistinct(arrayConcat({prev}, (SELECT groupUniqArrayArray(arrayFlatten(arrayFilter("
+            f"g -> hasAny(g, {prev}), {_subject_groups()}))) FROM {source} WHERE {scope}))) AS k{i}"
+        )
+    columns = ",\n  ".join(f"{expression} AS {name}" for name, expression in _SUBJECT_COLUMNS)
+    conditions = "\n  AND ".join([*where, f"hasAny(arrayFlatten({_subject_groups()}), k{LINK_ROUNDS})"])
+    with_clause = ",\n  ".join(rounds)
+    return (
+        f"WITH\n  {with_clause}\nSELECT\n  {columns}\nFROM {source}\nWHERE {conditions}\n"
+        f"ORDER BY Timestamp, decision_id\nLIMIT 1 BY SpanId\n{_format(fmt)}"
+    )
+
+
+_SUBJECT_NAMES = (
+    "decision_id", "time", "decision", "status", "reason", "tenant", "principal_kind", "principal", "roles",
+    "action", "resource_type", "resource_id", "route", "purpose", "categories", "recipient", "policies",
+)
+_SUBJECT_COLUMNS = (
+    *(c for c in _LISTING_COLUMNS if c[0] in _SUBJECT_NAMES),
+    ("masked_fields", _list(attr.MASKED_FIELDS)),
+    ("clauses", _list(attr.POLICY_CLAUSES)),
+)
+
+
+def clickhouse_report(flt: AuditFilter, sensitive: tuple[str, ...], *, table: str = DEFAULT_TABLE) -> str:
+    """``gateway audit report``'s numbers as ClickHouse statements, one per section, in its order."""
+    from dataclasses import replace
+
+    source = _identifier(table)
+    denied = replace(flt, decision="deny")
+    statements = [
+        "-- decisions per day, by outcome\n" + clickhouse_count(flt, "decision", "day", table=table),
+        "-- refusals by data category\n" + clickhouse_count(denied, "category", table=table),
+        "-- refusals by purpose\n" + clickhouse_count(denied, "purpose", table=table),
+    ]
+    for category in sensitive:
+        allowed = replace(flt, decision="allow", category=category)
+        statements.append(f"-- principals given {category}\n" + clickhouse_count(allowed, "principal", table=table))
+    where = "\n  AND ".join([*_where(flt), f"length({_list(attr.MASKED_FIELDS)}) > 0"])
+    statements.append(
+        "-- masked fields per day\n"
+        f"SELECT toString(toDate(Timestamp, 'UTC')) AS day, sum(length({_list(attr.MASKED_FIELDS)})) AS masked, "
+        f"uniqExact(SpanId) AS decisions\nFROM (SELECT * FROM {source} WHERE {where} LIMIT 1 BY SpanId)\n"
+        f"GROUP BY day\nORDER BY day\n{_format('json')}"
+    )
+    scope = "\n  AND ".join([*_where(flt), f"{_a(attr.POLICY_SET_HASH)} != ''"])
+    statements.append(
+        "-- policy sets in force\n"
+        f"SELECT {_a(attr.POLICY_SET_HASH)} AS policy_set, min({_TIME_RFC3339}) AS first, "
+        f"max({_TIME_RFC3339}) AS last, uniqExact(SpanId) AS decisions\nFROM {source}\nWHERE {scope}\n"
+        f"GROUP BY policy_set\nORDER BY first\n{_format('json')}"
+    )
+    return ";\n\n".join(statements) + ";"

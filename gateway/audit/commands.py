@@ -115,6 +115,10 @@ def register(subparsers: Any) -> None:
     export.add_argument("--timeout", type=float, default=60.0, help="with --once: give up after this many seconds")
     export.set_defaults(func=run_export)
 
+    from gateway.audit import reportcommands
+
+    reportcommands.register(commands)  # subject, report
+
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", metavar="FILE", help=f"the audit store (default: audit.path, {_DEFAULTS.path})")
