@@ -131,7 +131,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
     }
 
 
-def run(config: Config, config_path: str | None) -> int:
+def run(config: Config, config_path: str | None, app: Any = None) -> int:
     import uvicorn
 
     options = uvicorn_options(config)
@@ -145,7 +145,7 @@ def run(config: Config, config_path: str | None) -> int:
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
         uvicorn.run("gateway.serve:app_from_environment", factory=True, workers=config.server.workers, **options)
     else:
-        uvicorn.run(build_gateway(config), **options)
+        uvicorn.run(app if app is not None else build_gateway(config), **options)
     return 0
 
 
@@ -182,7 +182,19 @@ def command(args: argparse.Namespace) -> int:
     # Worker processes re-read the configuration: hand them the CLI overrides through the environment.
     os.environ.update({k: v for k, v in env.items() if k.startswith("GATEWAY_SERVER_")})
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run(config, args.config)
+    from gateway.authz.errors import PolicyError
+
+    try:  # every component's settings checked and the policies loaded before anything listens
+        app = build_gateway(config)
+    except ValueError as exc:  # a setting a component refuses: the message names its key
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        for line in exc.diagnostics:
+            print(line, file=sys.stderr)
+        print("gateway: the policies do not load (and no last good set is kept yet)", file=sys.stderr)
+        return 1
+    return run(config, args.config, app if config.server.workers <= 1 else None)
 
 
 def register(subparsers: Any) -> None:

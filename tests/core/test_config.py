@@ -75,3 +75,29 @@ def test_cli_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert "server.portt: unknown key" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GATEWAY_IDENTITY_TENANTS": "contoso"}, "identity.tenants must be tenant GUIDs"),
+        ({"GATEWAY_AUDIT_RETENTION_DAYS": "-3"}, "audit.retention_days must not be negative"),
+    ],
+)
+def test_a_setting_a_component_refuses_is_one_line_and_exit_2(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    """Values of the right type that a component's own settings refuse (issue 17): no traceback."""
+    import os
+
+    from tests.demo.test_ports import reserved_ports
+
+    with reserved_ports(1) as (port,):  # free for the command only while it runs
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "GATEWAY_AUDIT_PATH": str(tmp_path / "audit.sqlite"), **env},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], done.stderr
