@@ -88,6 +88,8 @@ def build_gateway(config: Config) -> Any:
             busy_timeout_seconds=audit.busy_timeout_seconds,
             otlp_timeout_seconds=audit.otlp_timeout_seconds,
             export_max_backoff_seconds=audit.export_max_backoff_seconds,
+            signing_key_file=audit.signing_key_file,
+            checkpoint_interval_seconds=audit.checkpoint_interval_seconds,
         ),
         meter_provider=meter_provider,
         # the writer adds the decision's inputs, its shadow decision and its data subjects (authz/prepare.py)

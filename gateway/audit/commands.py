@@ -16,10 +16,12 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.audit.clickhouse import DEFAULT_TABLE, clickhouse_count, clickhouse_query
 from gateway.audit.export import OutboxExporter, otlp_span_exporter
+from gateway.audit.checkpoints import read_entries, store_entries
 from gateway.audit.maintenance import purge, verify
 from gateway.audit.output import TABLE_FIELDS, render, render_record
 from gateway.audit.query import (
@@ -39,6 +41,7 @@ from gateway.audit.query import (
 )
 from gateway.audit.schema import StoreError, connect_maintenance, connect_reader
 from gateway.audit.settings import AuditSettings
+from gateway.audit.signing import KeyFileError, Signer, load_or_create_key
 
 _DEFAULTS = AuditSettings()
 
@@ -84,12 +87,27 @@ def register(subparsers: Any) -> None:
     show.set_defaults(func=run_show)
 
     check = commands.add_parser(
-        "verify", help="check every gateway's sequence numbers for gaps (exit 1 on a loss)",
-        description="Report sequence gaps per gateway id: how a lost or deleted record shows.",
+        "verify", help="check every gateway's sequence and hash chain (exit 1 naming the first broken record)",
+        description="Report sequence gaps and hash-chain breaks per gateway id: how a lost, edited, deleted or "
+        "reordered record shows. With --checkpoints, also check the store against signed checkpoints kept "
+        "elsewhere: a chain rewritten after they were signed shows.",
     )
     _store_options(check)
     check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--checkpoints", metavar="FILE",
+                       help="signed checkpoints kept earlier (JSON lines of {jws, jwk}: gateway audit checkpoints, "
+                       "or the audit.checkpoint events and audit.purge spans the collector received)")
+    check.add_argument("--keys", metavar="JWKS",
+                       help="with --checkpoints: accept only checkpoints signed by these public keys (a JWK set)")
     check.set_defaults(func=run_verify)
+
+    marks = commands.add_parser(
+        "checkpoints", help="print the store's signed checkpoints and purge markers (JSON lines)",
+        description="Every signed checkpoint and purge marker of the store with the public key that signed it, "
+        "one JSON object a line: what an auditor keeps for gateway audit verify --checkpoints.",
+    )
+    _store_options(marks)
+    marks.set_defaults(func=run_checkpoints)
 
     remove = commands.add_parser(
         "purge", help="remove records older than an age (retention)",
@@ -131,6 +149,7 @@ class _Configured:
     retention_days: int
     otlp_endpoint: str
     service_name: str
+    signing_key_file: str = ""
 
 
 def _configured(args: argparse.Namespace) -> _Configured:
@@ -139,6 +158,7 @@ def _configured(args: argparse.Namespace) -> _Configured:
     values: dict[str, Any] = {
         "path": _DEFAULTS.path, "retention_days": _DEFAULTS.retention_days,
         "otlp_endpoint": _DEFAULTS.otlp_endpoint, "service_name": _DEFAULTS.service_name,
+        "signing_key_file": _DEFAULTS.signing_key_file,
     }
     try:
         from gateway.config import ConfigError, load_config
@@ -162,7 +182,13 @@ def _configured(args: argparse.Namespace) -> _Configured:
         retention_days=int(values["retention_days"]),
         otlp_endpoint=str(values["otlp_endpoint"]),
         service_name=str(values["service_name"]),
+        signing_key_file=str(values["signing_key_file"]),
     )
+
+
+def _signer(configured_key: str, path: str) -> Signer:
+    """The audit key (the gateway's, beside the store unless audit.signing_key_file says otherwise)."""
+    return Signer(load_or_create_key(Path(configured_key or f"{path}.signing-key")))
 
 
 def _fail(command: str, message: str, status: int) -> int:
@@ -246,11 +272,17 @@ def run_show(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     try:
         path = _configured(args).path
+        entries = pinned = None
+        if args.checkpoints:
+            with open(args.checkpoints, encoding="utf-8") as handle:
+                entries = read_entries(handle.read())
+        if args.keys:
+            pinned = _read_keys(args.keys)
         conn = connect_reader(path)
     except (StoreError, OSError, ValueError) as exc:
-        return _fail("verify", str(exc), 1)
+        return _fail("verify", str(exc), 1 if not isinstance(exc, ValueError) else 2)
     try:
-        report = verify(conn)
+        report = verify(conn, entries, pinned)
     finally:
         conn.close()
     if args.format == "json":
@@ -259,11 +291,25 @@ def run_verify(args: argparse.Namespace) -> int:
     if not report.gateways:
         print(f"{path}: no records")
     for gateway in report.gateways:
-        status = "OK" if gateway.ok else "LOSS"
+        status = "OK" if gateway.ok else ("BROKEN" if gateway.breaks else "LOSS")
         purged = f", purged through {gateway.watermark}" if gateway.watermark else ""
         running = ", session open (running, or ended without close)" if gateway.open_session else ""
+        if gateway.breaks:
+            chain = f", chain BROKEN ({len(gateway.breaks) + gateway.more_breaks} breaks)"
+        elif gateway.chained:
+            chain = f", chain intact ({gateway.chained} hashed, {gateway.checkpoints} signed checkpoints)"
+        else:
+            chain = ""
+        if gateway.unchained:
+            chain += f", {gateway.unchained} written before the hash chain"
         print(f"{status}  {gateway.gateway_id}: sequence {gateway.expected_from}..{gateway.highest}, "
-              f"{gateway.stored} stored{purged}{running}")
+              f"{gateway.stored} stored{purged}{running}{chain}")
+        first = gateway.first_break
+        if first is not None:
+            print(f"      first broken record: {first.decision_id or '(unknown)'} (sequence {first.seq}): "
+                  f"{first.kind}: {first.detail}")
+            for other in sorted(gateway.breaks, key=lambda b: b.seq)[1:]:
+                print(f"      also: {other.decision_id or '(unknown)'} (sequence {other.seq}): {other.kind}")
         for gap in gateway.gaps:
             span = f"{gap.first}" if gap.first == gap.last else f"{gap.first}..{gap.last}"
             if gap.kind == "unclean_end":
@@ -276,6 +322,29 @@ def run_verify(args: argparse.Namespace) -> int:
                 what = "missing"
             print(f"      {span} ({gap.count} record{'s' if gap.count != 1 else ''}): {what}")
     return 0 if report.ok else 1
+
+
+def _read_keys(path: str) -> dict[str, Any]:
+    from gateway.audit.signing import key_from_jwk
+
+    with open(path, encoding="utf-8") as handle:
+        document = json.load(handle)
+    keys = document.get("keys", [document]) if isinstance(document, dict) else document
+    return {str(jwk.get("kid")): key_from_jwk(jwk) for jwk in keys}
+
+
+def run_checkpoints(args: argparse.Namespace) -> int:
+    try:
+        conn = connect_reader(_configured(args).path)
+    except (StoreError, OSError, ValueError) as exc:
+        return _fail("checkpoints", str(exc), 1)
+    try:
+        entries = store_entries(conn)
+    finally:
+        conn.close()
+    for entry in entries:
+        print(json.dumps(entry, sort_keys=True))
+    return 0
 
 
 def run_purge(args: argparse.Namespace) -> int:
@@ -293,7 +362,11 @@ def run_purge(args: argparse.Namespace) -> int:
     except (StoreError, OSError) as exc:
         return _fail("purge", str(exc), 1)
     try:
-        result = purge(conn, cutoff_us, include_unexported=args.include_unexported, dry_run=args.dry_run)
+        signer = None if args.dry_run else _signer(configured.signing_key_file, path)
+        result = purge(conn, cutoff_us, include_unexported=args.include_unexported, dry_run=args.dry_run,
+                       signer=signer)
+    except KeyFileError as exc:
+        return _fail("purge", f"cannot sign the purge marker: {exc}", 1)
     finally:
         conn.close()
     verb = "would remove" if args.dry_run else "removed"

@@ -44,17 +44,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from gateway.audit.chain import CHAIN_COLUMNS, GENESIS, Canonical, ChainError, link, table_columns
+from gateway.audit.checkpoints import head_claims, insert_checkpoint, register_key
 from gateway.audit.errors import AuditUnavailable
 from gateway.audit.export import OutboxExporter, otlp_span_exporter
 from gateway.audit.metrics import AuditMetrics
 from gateway.audit.record import DecisionRecord
 from gateway.audit.schema import (
-    INSERT_DECISION,
+    DECISION_COLUMNS,
     INSERT_TERM,
     StoreError,
     connect_writer,
@@ -63,6 +66,7 @@ from gateway.audit.schema import (
     time_to_us,
 )
 from gateway.audit.settings import AuditSettings
+from gateway.audit.signing import KeyFileError, Signer, load_or_create_key
 from gateway.audit.tracecontext import new_span_id, new_trace_id
 
 __all__ = ["AuditLog", "AuditStats", "AuditUnavailable"]
@@ -71,6 +75,11 @@ logger = logging.getLogger("gateway.audit")
 
 _Item = tuple[DecisionRecord, "asyncio.Future[None] | None"]
 _REMINDER_SECONDS = 10.0
+_CONTENT_COLUMNS = DECISION_COLUMNS[1:]  # what record_row gives, in that order (the chain hashes them)
+INSERT_CHAINED = (
+    f"INSERT INTO decisions ({', '.join((*DECISION_COLUMNS, *CHAIN_COLUMNS))}) "
+    f"VALUES ({', '.join('?' for _ in (*DECISION_COLUMNS, *CHAIN_COLUMNS))})"
+)
 
 
 @dataclass
@@ -125,6 +134,16 @@ class AuditLog:
         self._close_deadline = 0.0
         self._conn: sqlite3.Connection | None = None
         self._session_id = 0
+        # the hash chain (gateway/audit/chain.py): the committed head of this gateway id's chain
+        self._canonical: Canonical | None = None
+        self._signer: Signer | None = None
+        self._head = bytes.fromhex(GENESIS)
+        self._head_seq = 0
+        self._head_decision = ""
+        self._checkpointed_seq = 0
+        self._last_checkpoint = 0.0
+        self._final_batch = False
+        self.checkpoints = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._span_exporter = span_exporter
@@ -327,8 +346,15 @@ class AuditLog:
         except (sqlite3.Error, OSError, StoreError) as exc:
             raise AuditUnavailable(f"cannot open the audit store {self.settings.path}: {exc}") from exc
         try:
+            signer = Signer(load_or_create_key(Path(self.settings.signing_key_path)))
+        except KeyFileError as exc:  # names the file, never the key
+            conn.close()
+            raise AuditUnavailable(f"cannot load the audit signing key: {exc}") from None
+        try:
+            self._canonical = Canonical(_CONTENT_COLUMNS, table_columns(conn))
+            self._signer = signer
             self._begin_session(conn)
-        except (sqlite3.Error, AuditUnavailable) as exc:
+        except (sqlite3.Error, AuditUnavailable, ChainError) as exc:
             conn.close()
             if isinstance(exc, AuditUnavailable):
                 raise
@@ -357,6 +383,9 @@ class AuditLog:
                 {"g": self.gateway_id},
             ).fetchone()[0]
             self._next_seq = int(high or 0) + 1
+            self._load_head(conn)
+            assert self._signer is not None
+            register_key(conn, self._signer)
             self._session_id = int(
                 conn.execute(
                     "INSERT INTO sessions (gateway_id, host, pid, mode, started_us, first_seq, assigned_high) "
@@ -371,6 +400,28 @@ class AuditLog:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _load_head(self, conn: sqlite3.Connection) -> None:
+        """Where this gateway id's chain continues: its last stored record, else the anchor of its last
+        purge, else the start (a record stored before the chain existed, with no hash, starts one too)."""
+        last = conn.execute(
+            "SELECT seq, hash, decision_id FROM decisions WHERE gateway_id = ? ORDER BY seq DESC LIMIT 1",
+            (self.gateway_id,),
+        ).fetchone()
+        if last is None:
+            last = conn.execute(
+                "SELECT through_seq, head_hash, '' FROM purges WHERE gateway_id = ? ORDER BY through_seq DESC LIMIT 1",
+                (self.gateway_id,),
+            ).fetchone()
+        head = str(last[1]) if last is not None and last[1] else GENESIS
+        try:
+            self._head = bytes.fromhex(head)
+        except ValueError:
+            self._head = bytes.fromhex(GENESIS)  # a broken stored hash: verify reports it; go on from a fresh start
+        self._head_seq = int(last[0]) if last is not None else 0
+        self._head_decision = str(last[2]) if last is not None else ""
+        self._checkpointed_seq = self._head_seq
+        self._last_checkpoint = time.monotonic()
 
     # -- the writer thread ---------------------------------------------------------------------------
 
@@ -421,12 +472,14 @@ class AuditLog:
         count = min(len(queue), self._batch_size)
         self._inflight = count
         batch = [queue.popleft() for _ in range(count)]
+        self._final_batch = self._stop.is_set() and not queue  # closing: this batch carries a checkpoint
         if self._space_waiters:
             self._call_in_loop(self._release_space_waiters)
         return batch
 
     def _commit(self, batch: list[_Item]) -> None:
         rows: list[tuple[Any, ...]] = []
+        forms: list[bytes] = []
         terms: list[list[str]] = []
         convertible: list[_Item] = []
         for item in batch:
@@ -436,11 +489,12 @@ class AuditLog:
                 except Exception:  # never lose the record for its extras
                     logger.exception("preparing audit record %s failed; written without it", item[0].decision_id)
             try:
-                row, keys = record_row(item[0]), record_terms(item[0])
+                row, form, keys = *self._row(item[0]), record_terms(item[0])
             except Exception as exc:  # a malformed record (a caller's bug) must not stop the writer
                 self._reject_malformed(item, exc)
                 continue
             rows.append(row)
+            forms.append(form)
             terms.append(keys)
             convertible.append(item)
         batch = convertible
@@ -450,14 +504,18 @@ class AuditLog:
         attempt = 0
         while True:
             try:
-                rejected = self._write(rows, terms, batch)
+                rejected = self._write(rows, forms, terms, batch)
             except sqlite3.Error as exc:
                 first_failure = self._healthy
                 self._write_failed(exc)
                 if first_failure:
                     self._release_durable_callers(batch)
-                    # the rows were built before the records became 503s
-                    rows = [record_row(rec) for rec, _ in batch]
+                    # the rows were built before the records became 503s (which still convert: they did)
+                    rows, forms = [], []
+                    for rec, _ in batch:
+                        row, form = self._row(rec)
+                        rows.append(row)
+                        forms.append(form)
                 if not self._pause(attempt):
                     self._give_up(batch)
                     return
@@ -473,6 +531,13 @@ class AuditLog:
         if self.exporter is not None:
             self.exporter.notify()
 
+    def _row(self, rec: DecisionRecord) -> tuple[tuple[Any, ...], bytes]:
+        """The record's row (its values coerced to the columns' types) and its canonical form."""
+        assert self._canonical is not None
+        row = record_row(rec)
+        form, coerced = self._canonical.form(row, coerce=True)
+        return (row if coerced is None else coerced), form
+
     def _reject_malformed(self, item: _Item, exc: Exception) -> None:
         rec, future = item
         self.stats.rejected += 1
@@ -484,8 +549,14 @@ class AuditLog:
             error = AuditUnavailable("the audit record is malformed") if self._fail_closed else None
             self._call_in_loop(_settle_futures, [(future, error)])
 
-    def _write(self, rows: list[tuple[Any, ...]], terms: list[list[str]], batch: list[_Item]) -> set[int]:
-        """One transaction for the batch; returns the indexes of records rejected by a constraint."""
+    def _write(
+        self, rows: list[tuple[Any, ...]], forms: list[bytes], terms: list[list[str]], batch: list[_Item]
+    ) -> set[int]:
+        """One transaction for the batch; returns the indexes of records rejected by a constraint.
+
+        Each row is linked to the one before it (the chain head is only advanced once the transaction
+        committed, so a retried batch links from the same head again).
+        """
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
@@ -493,24 +564,65 @@ class AuditLog:
             found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
             base = int(found[0]) if found else 0
             rejected: set[int] = set()
+            head = self._head
+            chained: list[tuple[Any, ...]] = []
+            for i, (row, form) in enumerate(zip(rows, forms, strict=True), 1):
+                digest = link(head, form)
+                chained.append((base + i, *row, head.hex(), digest.hex()))
+                head = digest
             try:
-                conn.executemany(INSERT_DECISION, [(base + i, *row) for i, row in enumerate(rows, 1)])
+                conn.executemany(INSERT_CHAINED, chained)
                 conn.executemany(INSERT_TERM, self._term_rows(base, rows, terms, batch, rejected))
             except sqlite3.IntegrityError:
                 conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
                 found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
                 base = int(found[0]) if found else 0
-                rejected = self._write_one_by_one(conn, base, rows, terms, batch)
+                rejected, head = self._write_one_by_one(conn, base, rows, forms, terms, batch)
+            last = max((i for i in range(len(rows)) if i not in rejected), default=-1)
+            head_seq, head_decision = (
+                (rows[last][2], rows[last][0]) if last >= 0 else (self._head_seq, self._head_decision)
+            )
             conn.execute(
-                "UPDATE sessions SET assigned_high = ? WHERE id = ?", (self._next_seq - 1, self._session_id)
+                "UPDATE sessions SET assigned_high = ?, head_seq = ?, head_hash = ?, head_decision_id = ? "
+                "WHERE id = ?",
+                (self._next_seq - 1, head_seq or None, head.hex() if head_seq else None, head_decision or None,
+                 self._session_id),
+            )
+            checkpointed = self._checkpoint_due(head_seq) and self._checkpoint(
+                conn, head_seq, head_decision, head.hex(), base + last + 1 if last >= 0 else 0
             )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._head, self._head_seq, self._head_decision = head, head_seq, head_decision
+        if checkpointed:
+            self._checkpointed_seq = head_seq
+            self._last_checkpoint = time.monotonic()
+            self.checkpoints += 1
         return rejected
+
+    def _checkpoint_due(self, head_seq: int) -> bool:
+        if not head_seq or head_seq == self._checkpointed_seq:
+            return False
+        interval = self.settings.checkpoint_interval_seconds
+        return self._final_batch or time.monotonic() - self._last_checkpoint >= interval
+
+    def _checkpoint(self, conn: sqlite3.Connection, seq: int, decision_id: str, hash_hex: str, ref: int) -> bool:
+        """Sign the chain head into the batch's transaction; a failure to sign never costs a record."""
+        if self._signer is None:
+            return False
+        try:
+            claims = head_claims(self.gateway_id, seq, decision_id, hash_hex, time.time_ns() // 1000)
+            insert_checkpoint(conn, self._signer, claims, ref)
+        except sqlite3.Error:
+            raise
+        except Exception:
+            logger.exception("signing the audit checkpoint at sequence %d failed; the next batch tries again", seq)
+            return False
+        return True
 
     @staticmethod
     def _term_rows(
@@ -527,13 +639,16 @@ class AuditLog:
         return out
 
     def _write_one_by_one(
-        self, conn: sqlite3.Connection, base: int, rows: list[tuple[Any, ...]], terms: list[list[str]],
-        batch: list[_Item],
-    ) -> set[int]:
+        self, conn: sqlite3.Connection, base: int, rows: list[tuple[Any, ...]], forms: list[bytes],
+        terms: list[list[str]], batch: list[_Item],
+    ) -> tuple[set[int], bytes]:
+        """After a constraint failure: each row alone, the chain linking only the rows that were stored."""
         rejected: set[int] = set()
-        for index, row in enumerate(rows):
+        head = self._head
+        for index, (row, form) in enumerate(zip(rows, forms, strict=True)):
+            digest = link(head, form)
             try:
-                conn.execute(INSERT_DECISION, (base + index + 1, *row))
+                conn.execute(INSERT_CHAINED, (base + index + 1, *row, head.hex(), digest.hex()))
             except sqlite3.IntegrityError as exc:
                 rejected.add(index)
                 self.stats.rejected += 1
@@ -542,8 +657,10 @@ class AuditLog:
                     "audit record %s (gateway %s, sequence %d) rejected by the store: %s",
                     rec.decision_id, rec.gateway_id, rec.sequence, exc,
                 )
+                continue
+            head = digest
         conn.executemany(INSERT_TERM, self._term_rows(base, rows, terms, batch, rejected))
-        return rejected
+        return rejected, head
 
     def _release_durable_callers(self, batch: list[_Item]) -> None:
         """The store just failed: durable callers must not hang until it recovers.
@@ -667,10 +784,22 @@ class AuditLog:
         if conn is None:
             return
         try:
-            conn.execute(
-                "UPDATE sessions SET closed_us = ?, last_seq = ? WHERE id = ?",
-                (time_to_us(time.time()), self._next_seq - 1, self._session_id),
-            )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._healthy and self._checkpoint_due(self._head_seq):
+                    # the head was committed by an earlier batch: this checkpoint travels as a span of its own
+                    self._final_batch = True
+                    if self._checkpoint(conn, self._head_seq, self._head_decision, self._head.hex(), 0):
+                        self.checkpoints += 1
+                conn.execute(
+                    "UPDATE sessions SET closed_us = ?, last_seq = ? WHERE id = ?",
+                    (time_to_us(time.time()), self._next_seq - 1, self._session_id),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             conn.execute("PRAGMA optimize")
         except sqlite3.Error as exc:
             logger.error("could not mark the audit session closed in %s: %s", self.settings.path, exc)

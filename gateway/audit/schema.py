@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from gateway.audit.checkpoints import ensure_evidence_schema
 from gateway.audit.record import DecisionRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the hash chain, checkpoints and purge markers (gateway/audit/checkpoints.py)
 WRITER_CACHE_KIB = 8192  # an append-mostly writer needs little cache; bigger only grows RSS
 
 TERM_CATEGORY = "c:"
@@ -269,6 +270,7 @@ def ensure_schema(conn: sqlite3.Connection, *, with_indexes: bool = True) -> Non
         for name, definition in ADDED_COLUMNS:  # a version 1 store: add what it lacks
             if name not in present:
                 conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {definition}")
+        ensure_evidence_schema(conn)  # version 3: chain columns, checkpoints, audit keys
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -45,6 +45,12 @@ class AuditSettings:
     gateway_id: str = ""
     #: ``close()`` gives up on an unwritable store after this long (what remains is counted as lost).
     close_timeout_seconds: float = 10.0
+    #: The audit key (Ed25519, PEM, mode 0600) that signs checkpoints and purge markers; created if
+    #: missing. "" = ``<path>.signing-key``.
+    signing_key_file: str = ""
+    #: Longest time between two signed checkpoints of the chain head while records are written
+    #: (0 = one per group commit); the last batch of a session always carries one.
+    checkpoint_interval_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("async", "durable"):
@@ -55,6 +61,12 @@ class AuditSettings:
             raise ValueError("audit.path must not be empty")
         if self.retention_days < 0:
             raise ValueError("audit.retention_days must not be negative")
+        if self.checkpoint_interval_seconds < 0:
+            raise ValueError("audit.checkpoint_interval_seconds must not be negative")
+
+    @property
+    def signing_key_path(self) -> str:
+        return self.signing_key_file or f"{self.path}.signing-key"
 
     @property
     def durable(self) -> bool:
