@@ -17,6 +17,7 @@ taken over when it expires) lets exactly one of them export at a time.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sqlite3
@@ -24,17 +25,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from gateway.audit.checkpoints import has_evidence_schema
 from gateway.audit.schema import StoreError, connect_maintenance, record_from_row
 from gateway.audit.settings import AuditSettings
-from gateway.audit.spans import build_span, span_resource
+from gateway.audit.spans import build_span, checkpoint_event, checkpoint_span, span_resource
 
 logger = logging.getLogger("gateway.audit.export")
 
 CURSOR_NAME = "otlp"
+CHECKPOINT_CURSOR = "otlp.checkpoints"  # checkpoints that travel as spans of their own (ref = 0)
 
 
 def otlp_span_exporter(settings: AuditSettings) -> SpanExporter:
@@ -178,9 +183,13 @@ class OutboxExporter:
         ).fetchall()
         if not rows:
             self.lag_seconds = 0.0
-            return 0
+            return self._export_checkpoint_spans(conn)
         self.lag_seconds = max(0.0, time.time() - rows[0]["time_us"] / 1_000_000)
-        spans = [build_span(record_from_row(row), self._resource(row["gateway_id"])) for row in rows]
+        events = self._checkpoint_events(conn, int(rows[0]["id"]), int(rows[-1]["id"]))
+        spans = [
+            build_span(record_from_row(row), self._resource(row["gateway_id"]), events.get(int(row["id"]), ()))
+            for row in rows
+        ]
         try:
             result = self._span_exporter.export(spans)
         except Exception as exc:  # an exporter bug must not kill the outbox
@@ -200,6 +209,54 @@ class OutboxExporter:
         self.exported += len(rows)
         if self._on_exported is not None:
             self._on_exported(len(rows))
+        return len(rows)
+
+    def _jwks(self, conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+        return {str(r[0]): json.loads(r[1]) for r in conn.execute("SELECT kid, jwk FROM audit_keys")}
+
+    def _checkpoint_events(self, conn: sqlite3.Connection, first_id: int, last_id: int) -> dict[int, list[Event]]:
+        """Checkpoints signed in the commit of one of these records: events of that record's span."""
+        if not has_evidence_schema(conn):
+            return {}
+        found = conn.execute(
+            "SELECT * FROM checkpoints WHERE ref BETWEEN ? AND ? AND ref > 0", (first_id, last_id)
+        ).fetchall()
+        if not found:
+            return {}
+        jwks = self._jwks(conn)
+        events: dict[int, list[Event]] = {}
+        for row in found:
+            events.setdefault(int(row["ref"]), []).append(checkpoint_event(row, jwks.get(str(row["kid"]), {})))
+        return events
+
+    def _export_checkpoint_spans(self, conn: sqlite3.Connection) -> int | None:
+        """Purge markers and close-time checkpoints, after their own cursor; 0 when none is pending."""
+        if not has_evidence_schema(conn):
+            return 0
+        conn.execute(
+            "INSERT OR IGNORE INTO export_state (name, cursor, owner, lease_until_us, exported, updated_us) "
+            "VALUES (?, 0, '', 0, 0, 0)", (CHECKPOINT_CURSOR,),
+        )
+        cursor = int(conn.execute("SELECT cursor FROM export_state WHERE name = ?", (CHECKPOINT_CURSOR,)).fetchone()[0])
+        rows = conn.execute(
+            "SELECT * FROM checkpoints WHERE id > ? AND ref = 0 ORDER BY id LIMIT ?", (cursor, self._batch_size)
+        ).fetchall()
+        if not rows:
+            return 0
+        jwks = self._jwks(conn)
+        spans = [checkpoint_span(row, jwks.get(str(row["kid"]), {}), self._resource(str(row["gateway_id"])))
+                 for row in rows]
+        try:
+            result = self._span_exporter.export(spans)
+        except Exception as exc:
+            logger.exception("span exporter raised")
+            self._failed(f"exporter raised {type(exc).__name__}: {exc}")
+            return None
+        if result is not SpanExportResult.SUCCESS:
+            self._failed(f"collector did not accept {len(spans)} checkpoint spans")
+            return None
+        conn.execute("UPDATE export_state SET cursor = ?, exported = exported + ?, updated_us = ? WHERE name = ?",
+                     (int(rows[-1]["id"]), len(rows), time.time_ns() // 1000, CHECKPOINT_CURSOR))
         return len(rows)
 
     def _failed(self, message: str) -> None:

@@ -8,8 +8,13 @@ strings and empty lists are left out (a missing key reads as "" in ClickHouse's 
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
@@ -114,7 +119,52 @@ def span_resource(service_name: str, gateway_id: str) -> Resource:
     return Resource.create({"service.name": service_name, "service.instance.id": gateway_id})
 
 
-def build_span(rec: DecisionRecord, resource: Resource) -> ReadableSpan:
+CHECKPOINT_EVENT = "audit.checkpoint"
+PURGE_SPAN = "audit.purge"
+CHECKPOINT_SPAN = "audit.checkpoint"
+CHECKPOINT_KIND = "gateway.audit.checkpoint.kind"
+CHECKPOINT_HASH = "gateway.audit.chain.hash"
+CHECKPOINT_JWS = "gateway.audit.checkpoint.jws"
+CHECKPOINT_JWK = "gateway.audit.checkpoint.jwk"
+
+
+def checkpoint_attributes(row: Any, jwk: dict[str, Any]) -> dict[str, AttributeValue]:
+    """A checkpoint's attributes: the signed JWS (the evidence) and the public JWK that verifies it."""
+    return {
+        CHECKPOINT_KIND: str(row["kind"]),
+        GATEWAY_ID: str(row["gateway_id"]),
+        GATEWAY_SEQUENCE: int(row["seq"]),
+        DECISION_ID: str(row["decision_id"]),
+        CHECKPOINT_HASH: str(row["hash"]),
+        CHECKPOINT_JWS: str(row["jws"]),
+        CHECKPOINT_JWK: json.dumps(jwk, sort_keys=True),
+    }
+
+
+def checkpoint_event(row: Any, jwk: dict[str, Any]) -> Event:
+    return Event(CHECKPOINT_EVENT, checkpoint_attributes(row, jwk), timestamp=int(row["time_us"]) * 1000)
+
+
+def checkpoint_span(row: Any, jwk: dict[str, Any], resource: Resource) -> ReadableSpan:
+    """A purge marker, or a checkpoint signed after its head record was written (at close), as a span of
+    its own; ids derived from the JWS, so a re-sent one has the same ids."""
+    digest = hashlib.sha256(str(row["jws"]).encode()).digest()
+    trace_id = int.from_bytes(digest[:16], "big") or 1
+    span_id = int.from_bytes(digest[16:24], "big") or 1
+    when = int(row["time_us"]) * 1000
+    return ReadableSpan(
+        name=PURGE_SPAN if row["kind"] == "purge" else CHECKPOINT_SPAN,
+        context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
+        resource=resource,
+        attributes=checkpoint_attributes(row, jwk),
+        kind=SpanKind.INTERNAL,
+        start_time=when,
+        end_time=when,
+        instrumentation_scope=SCOPE,
+    )
+
+
+def build_span(rec: DecisionRecord, resource: Resource, events: Sequence[Event] = ()) -> ReadableSpan:
     """The span of ``rec``: its own trace/span ids, the caller's span as parent, always sampled.
 
     Server kind: it stands for the gateway's handling of the caller's request, and the upstream's
@@ -142,4 +192,5 @@ def build_span(rec: DecisionRecord, resource: Resource) -> ReadableSpan:
         start_time=start_ns,
         end_time=start_ns + duration_us * 1000,
         instrumentation_scope=SCOPE,
+        events=events,
     )

@@ -328,3 +328,27 @@ async def _until(condition: object, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met")
         await asyncio.sleep(0.01)
+
+
+async def test_checkpoints_travel_with_the_exported_spans_and_verify_the_store(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    store = tmp_path / "audit.sqlite"
+    exporter = InMemorySpanExporter()
+    async with running(settings(store, export_interval_seconds=0.01), span_exporter=exporter) as log:
+        for _ in range(20):
+            await log.record(make_record())
+    _sql(store, "UPDATE decisions SET gateway_id = gateway_id")  # nothing changed: still verifies
+    spans = exporter.get_finished_spans()
+    entries = [
+        {"jws": attrs["gateway.audit.checkpoint.jws"], "jwk": json.loads(str(attrs["gateway.audit.checkpoint.jwk"]))}
+        for attrs in [*(e.attributes for s in spans for e in s.events if e.name == "audit.checkpoint"),
+                      *(s.attributes for s in spans if s.name == "audit.checkpoint")]
+        if attrs is not None
+    ]
+    assert entries, "no checkpoint was exported"
+    kept = tmp_path / "collected.jsonl"
+    kept.write_text("\n".join(json.dumps(e) for e in entries))
+    assert _report(store, kept).ok
+    await _rewrite_chain_after(store, 2)
+    assert not _report(store, kept).ok

@@ -37,7 +37,8 @@ class Collected:
         self.spans: list[Span] = []
 
     def span_ids(self) -> Counter[str]:
-        return Counter(span.span_id.hex() for span in self.spans)
+        """The decision spans (checkpoints signed at close travel as ``audit.checkpoint`` spans too)."""
+        return Counter(span.span_id.hex() for span in self.spans if span.name == "authz.decision")
 
 
 @contextlib.asynccontextmanager
