@@ -299,6 +299,9 @@ def _related_message(content_type: str, body: bytes) -> bytes:
 
 
 def _part_bytes(part: Message) -> bytes:
+    if part.get_content_type() == "message/rfc822":  # parsed as a nested message: serialise it again
+        inner = part.get_payload(0)
+        return inner.as_bytes() if isinstance(inner, Message) else b""
     payload = part.get_payload(decode=True)
     return payload if isinstance(payload, bytes) else b""
 
