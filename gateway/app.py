@@ -101,6 +101,7 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         # seeds every record's ``extra``: {} in proxy mode, {"mode": "ext-authz"} behind Envoy
         self.record_extra: dict[str, str] = {}
+        self.assertions: Any = None  # gateway/assertion.py AssertionSigner, set by build_gateway
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -110,6 +111,8 @@ class Gateway:
                 await self._health(send)
             elif path == "/readyz":
                 await self._ready(send)
+            elif path == "/.well-known/jwks.json" and self.assertions is not None:
+                await self.assertions.serve_jwks(send)  # the assertion keys, without a token
             else:
                 await self.handle(scope, receive, send)
         elif kind == "lifespan":
@@ -283,6 +286,12 @@ class Gateway:
             "X-Gateway-Principal": principal.id,
             "X-Gateway-Purpose": decision.purpose,
             "traceparent": format_traceparent(record.trace_id, record.span_id),
+            # signed (gateway/assertion.py); a failure to sign raises: 500, never forwarded unsigned
+            **({"X-Gateway-Assertion": self.assertions.sign_request(
+                tenant=principal.tenant, principal=principal.id, principal_kind=principal.kind, roles=principal.roles,
+                purpose=decision.purpose, decision_id=record.decision_id, route=decision.route,
+                method=record.method, path=record.path, masks=decision.masked_pointers,
+            )} if self.assertions is not None else {}),
         }
 
     def _upstream_headers(

@@ -98,15 +98,27 @@ def build_gateway(config: Config) -> Any:
             (lambda: authorizer.shadow) if policies.shadow_dir else None,
         ),
     )
+    from gateway.assertion import AssertionSigner, assertion_key_path
+
+    upstream_config = config.upstream
+    assertions = AssertionSigner(  # X-Gateway-Assertion and the resolver's reads (gateway/assertion.py)
+        assertion_key_path(upstream_config.assertion_key_file, audit.path),
+        audience=upstream_config.assertion_audience or upstream_config.url,
+        ttl_seconds=upstream_config.assertion_ttl_seconds,
+        rotation_seconds=upstream_config.assertion_key_rotation_hours * 3600,
+    )
+    authorizer.resolvers.request_headers = assertions.resolver_headers
     kind = Gateway
     if config.server.mode == "ext-authz":  # Envoy's authorization service (gateway/extauthz/)
         from gateway.extauthz.check import ExtAuthzGateway
 
         kind = ExtAuthzGateway
-    return kind(
+    gateway = kind(
         config, authenticator=authenticator, authorizer=authorizer, audit=audit_log,
         upstream=UpstreamClient(config.upstream), meter_provider=meter_provider,
     )
+    gateway.assertions = assertions
+    return gateway
 
 
 def app_from_environment() -> Any:
@@ -174,6 +186,21 @@ def command(args: argparse.Namespace) -> int:
     except PseudonymKeyError as exc:
         print(f"gateway: configuration error: audit.pseudonym_key_file: {exc}", file=sys.stderr)
         return 2
+    from gateway.assertion import AssertionSigner, assertion_key_path
+    from gateway.audit import signing
+
+    audit_key = config.audit.signing_key_file or f"{config.audit.path}.signing-key"
+    for name, make in (
+        ("audit.signing_key_file", lambda: signing.load_or_create_key(Path(audit_key))),
+        ("upstream.assertion_key_file", lambda: AssertionSigner(
+            assertion_key_path(config.upstream.assertion_key_file, config.audit.path), audience=config.upstream.url,
+            rotation_seconds=config.upstream.assertion_key_rotation_hours * 3600)),
+    ):
+        try:  # the key files too: made before workers start; an unusable one stops here, naming the file
+            make()
+        except (signing.KeyFileError, OSError) as exc:
+            print(f"gateway: configuration error: {name}: {exc}", file=sys.stderr)
+            return 2
 
     try:  # before anything is loaded: a port someone else holds is an error at once
         check_port(config.server.host, config.server.port)

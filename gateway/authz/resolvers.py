@@ -130,6 +130,8 @@ class Resolvers:
         self.consents: TTLCache[ConsentFacts] = TTLCache(ttl_seconds, capacity)
         self.records: TTLCache[RawFacts] = TTLCache(ttl_seconds, capacity)
         self.fetches = 0
+        # headers for one read (method, url): the gateway's signed assertion (gateway/assertion.py)
+        self.request_headers: Callable[[str, str], dict[str, str]] | None = None
 
     async def start(self) -> None:
         if self._session is None:
@@ -154,7 +156,9 @@ class Resolvers:
             raise ResolverError(f"{what}: the resolvers are not started")
         self.fetches += 1
         try:
-            async with session.get(self.base_url + path, allow_redirects=False) as response:
+            url = self.base_url + path
+            headers = self.request_headers("GET", url) if self.request_headers is not None else None
+            async with session.get(url, allow_redirects=False, headers=headers) as response:
                 if response.status == 404:
                     return MISSING
                 if response.status != 200:

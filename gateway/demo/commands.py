@@ -11,7 +11,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from gateway.demo.tenants import UPSTREAM_PORT
+from gateway.demo.tenants import GATEWAY_PORT, UPSTREAM_PORT
 
 #: Seconds uvicorn waits for in-flight requests after SIGINT/SIGTERM before closing them.
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -39,7 +39,13 @@ def run_demo_upstream(args: argparse.Namespace) -> int:
 
     from gateway.demo.upstream import create_upstream_app
 
-    app = create_upstream_app()
+    app: Any = create_upstream_app()
+    if args.require_assertion:  # identity from the gateway's signed assertion only (gateway/assertion.py)
+        from gateway.assertion import AssertionVerifier, RequireAssertion
+
+        audience = args.assertion_audience or f"http://{args.host}:{args.port}"
+        app = RequireAssertion(app, AssertionVerifier(args.gateway_jwks, audience))
+        print(f"requiring X-Gateway-Assertion (keys: {args.gateway_jwks}, audience {audience})", file=sys.stderr)
     print(f"reference services on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr, flush=True)
     # uvicorn handles SIGINT and SIGTERM itself while serving (it lets in-flight requests finish),
     # then restores the previous handlers and re-raises the signal. It swallows the KeyboardInterrupt
@@ -75,4 +81,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--port", type=int, default=UPSTREAM_PORT, help=f"port to listen on (default: {UPSTREAM_PORT})"
     )
+    parser.add_argument("--require-assertion", action="store_true",
+                        help="refuse (401) every request without a valid X-Gateway-Assertion signed by the gateway")
+    parser.add_argument("--gateway-jwks", default=f"http://127.0.0.1:{GATEWAY_PORT}/.well-known/jwks.json",
+                        metavar="URL", help="with --require-assertion: the gateway's public keys")
+    parser.add_argument("--assertion-audience", default="", metavar="URL",
+                        help="with --require-assertion: the aud to expect (default: http://HOST:PORT)")
     parser.set_defaults(func=run_demo_upstream)

@@ -243,7 +243,8 @@ def command(args: argparse.Namespace) -> int:
          [python, "-m", "gateway.cli", "dev-idp", "--host", HOST, "--port", str(ports.idp), "--dev-dir", str(dev_dir)],
          f"{idp_url}/{tenants.CONTOSO_TENANT}/v2.0/.well-known/openid-configuration"),
         (f"the reference services (port {ports.upstream})",
-         [python, "-m", "gateway.cli", "demo-upstream", "--host", HOST, "--port", str(ports.upstream)],
+         [python, "-m", "gateway.cli", "demo-upstream", "--host", HOST, "--port", str(ports.upstream),
+          "--require-assertion", "--gateway-jwks", f"{gateway_url}/.well-known/jwks.json"],
          f"{upstream_url}/healthz"),
         (f"the gateway (port {ports.gateway})", [python, "-m", "gateway.cli", "serve"], f"{gateway_url}/readyz"),
     ]  # fmt: skip
