@@ -58,11 +58,6 @@ class UpstreamSettings:
     assertion_ttl_seconds: float = 30.0  # the assertion's lifetime (at most 60)
     assertion_key_rotation_hours: float = 24.0  # a new signing key after this long (the old one stays published)
     assertion_audience: str = ""  # the assertion's aud; "" = upstream.url
-    # X-Gateway-Assertion (gateway/assertion.py): Ed25519 key ring (0600); "" = assertion-keys.json beside audit.path
-    assertion_key_file: str = ""
-    assertion_ttl_seconds: float = 30.0  # the assertion's lifetime (at most 60)
-    assertion_key_rotation_hours: float = 24.0  # a new signing key after this long (the old one stays published)
-    assertion_audience: str = ""  # the assertion's aud; "" = upstream.url
 
 
 @dataclass(frozen=True)
@@ -113,8 +108,6 @@ class AuditConfig:
     otlp_timeout_seconds: float = 10.0
     export_max_backoff_seconds: float = 30.0
     pseudonym_key_file: str = ""  # key of the store's pseudonyms; "" = <audit.path>.pseudonym-key
-    signing_key_file: str = ""  # audit key (Ed25519, 0600): checkpoints, purge markers; "" = <audit.path>.signing-key
-    checkpoint_interval_seconds: float = 60.0  # longest time between two signed checkpoints while writing
     signing_key_file: str = ""  # audit key (Ed25519, 0600): checkpoints, purge markers; "" = <audit.path>.signing-key
     checkpoint_interval_seconds: float = 60.0  # longest time between two signed checkpoints while writing
 
@@ -294,13 +287,6 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(f"server.delegation_ttl_seconds: must be positive, got {ttl}")
     if config.audit.mode not in ("async", "durable"):
         raise ConfigError(f"audit.mode: expected 'async' or 'durable', got {config.audit.mode!r}")
-    if config.audit.checkpoint_interval_seconds < 0:
-        raise ConfigError("audit.checkpoint_interval_seconds: must not be negative")
-    if not 0 < config.upstream.assertion_ttl_seconds <= 60:
-        ttl = config.upstream.assertion_ttl_seconds
-        raise ConfigError(f"upstream.assertion_ttl_seconds: more than 0 and at most 60, got {ttl}")
-    if config.upstream.assertion_key_rotation_hours <= 0:
-        raise ConfigError("upstream.assertion_key_rotation_hours: must be positive")
     if config.audit.checkpoint_interval_seconds < 0:
         raise ConfigError("audit.checkpoint_interval_seconds: must not be negative")
     if not 0 < config.upstream.assertion_ttl_seconds <= 60:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.checkpoints import read_entries, store_entries
 from gateway.audit.clickhouse import DEFAULT_TABLE, clickhouse_count, clickhouse_query
 from gateway.audit.export import OutboxExporter, otlp_span_exporter
-from gateway.audit.checkpoints import read_entries, store_entries
 from gateway.audit.maintenance import purge, verify
 from gateway.audit.output import TABLE_FIELDS, render, render_record
 from gateway.audit.query import (
