@@ -16,6 +16,7 @@ finds them with the key and the store alone reveals no address.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 
@@ -24,7 +25,7 @@ from gateway.audit.record import DecisionRecord
 from gateway.authz.decision import Decision
 from gateway.authz.emails import canonical_or_folded
 from gateway.authz.engine import PolicyEngine
-from gateway.authz.replay import Replayable, capture, encode, shadow_decider
+from gateway.authz.replay import InputsEncoder, Replayable, capture, shadow_decider
 from gateway.authz.review import ResponseReview
 
 EMAIL_PREFIX = "email:"
@@ -50,9 +51,15 @@ def subject_groups(
     return ((request,) if request else ()) + answer
 
 
+def _memoised(pseudonym: Pseudonymise, size: int = 4096) -> Pseudonymise:
+    """The same addresses come back request after request: their HMAC is computed once (bounded)."""
+    return functools.lru_cache(maxsize=size)(pseudonym)
+
+
 class RecordPreparer:
     def __init__(self, pseudonym: Pseudonymise, shadow: Callable[[], PolicyEngine | None] | None = None) -> None:
-        self.pseudonym = pseudonym
+        self.pseudonym = _memoised(pseudonym)
+        self.encode = InputsEncoder(self.pseudonym)
         self.shadow = shadow_decider(shadow) if shadow is not None else None
 
     def __call__(self, record: DecisionRecord) -> None:
@@ -67,6 +74,6 @@ class RecordPreparer:
         item: Replayable | None = capture(decision, review)
         if item is None:
             return
-        record.inputs = encode(item, self.pseudonym)
+        record.inputs = self.encode(item)
         if self.shadow is not None:
             record.shadow_decision, record.shadow_policies = self.shadow(item)

@@ -110,41 +110,77 @@ def capture(decision: Decision, review: ResponseReview | None = None) -> Replaya
 # --- the record's JSON ------------------------------------------------------------------------------
 
 
-def encode(item: Replayable, pseudonym: Pseudonymise) -> str:
-    f = item.facts
-    principal = f.principal
-    lifted = {value for _, value in f.body}
-    tenant = f.tenant_facts
-    optouts = None
-    if tenant.optouts is not None:
-        optouts = sorted(pseudonym(v) for v in lifted if v in tenant.optouts)
-    doc: dict[str, Any] = {
-        "v": FORMAT,
-        "p": {"k": principal.kind, "id": principal.id, "t": principal.tenant, "r": list(principal.roles),
-              "s": list(principal.scopes)},
-        "route": f.route.id,
-        "rid": f.resource_id,
-        "tenant": f.tenant,
-        "owner": f.owner,
-        "purpose": f.purpose,
-        "recipient": f.recipient,
-        "body": [[name, pseudonym(value)] for name, value in f.body],
-        "tf": {"known": tenant.known, "rec": tenant.call_recording_enabled, "opt": optouts,
-               "ret": tenant.retention_days},
-        "time": f.time,
-        "out": item.outcome.to_json(),
-    }
-    if f.consent is not None:
-        c = f.consent
-        doc["consent"] = {
-            "id": c.id, "subject": c.subject, "tenant": c.tenant, "grantee": c.grantee,
-            "resources": sorted(c.resources), "purpose": c.purpose, "expires_at": c.expires_at,
+class InputsEncoder:
+    """``encode`` with caches: the parts of a record's inputs that repeat from request to request (who,
+    which route and record, what for, the tenant's facts, the consent) are serialised once per distinct
+    value, and the outcome once per distinct outcome; only the times and record facts are written
+    each time. Used by the audit writer thread only (not thread-safe); bounded."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, pseudonym: Pseudonymise) -> None:
+        self.pseudonym = pseudonym
+        self._static: dict[tuple[object, ...], str] = {}
+        self._outcomes: dict[Outcome, str] = {}
+
+    def __call__(self, item: Replayable) -> str:
+        f = item.facts
+        p = f.principal
+        key = (p.kind, p.id, p.tenant, p.roles, p.scopes, f.route.id, f.resource_id, f.tenant, f.owner, f.purpose,
+               f.recipient, f.body, f.tenant_facts, f.consent)  # fmt: skip
+        static = self._static.get(key)
+        if static is None:
+            static = self._static_json(f)
+            if len(self._static) >= self.MAX_ENTRIES:
+                self._static.clear()
+            self._static[key] = static
+        outcome = self._outcomes.get(item.outcome)
+        if outcome is None:
+            outcome = json.dumps(item.outcome.to_json(), separators=(",", ":"))
+            if len(self._outcomes) >= self.MAX_ENTRIES:
+                self._outcomes.clear()
+            self._outcomes[item.outcome] = outcome
+        parts = [static, ',"time":', str(int(f.time)), ',"out":', outcome]
+        if item.records:
+            parts.append(',"records":' + json.dumps([dict(r) for r in item.records], separators=(",", ":")))
+            parts.append(f',"at":{int(item.records_at)},"single":{"true" if item.single else "false"}')
+        parts.append("}")
+        return "".join(parts)
+
+    def _static_json(self, f: Facts) -> str:
+        pseudonym = self.pseudonym
+        principal = f.principal
+        tenant = f.tenant_facts
+        optouts = None
+        if tenant.optouts is not None:
+            optouts = sorted(pseudonym(v) for v in {value for _, value in f.body} if v in tenant.optouts)
+        doc: dict[str, Any] = {
+            "v": FORMAT,
+            "p": {"k": principal.kind, "id": principal.id, "t": principal.tenant, "r": list(principal.roles),
+                  "s": list(principal.scopes)},
+            "route": f.route.id,
+            "rid": f.resource_id,
+            "tenant": f.tenant,
+            "owner": f.owner,
+            "purpose": f.purpose,
+            "recipient": f.recipient,
+            "body": [[name, pseudonym(value)] for name, value in f.body],
+            "tf": {"known": tenant.known, "rec": tenant.call_recording_enabled, "opt": optouts,
+                   "ret": tenant.retention_days},
         }  # fmt: skip
-    if item.records:
-        doc["records"] = [dict(r) for r in item.records]
-        doc["at"] = item.records_at
-        doc["single"] = item.single
-    return json.dumps(doc, separators=(",", ":"))
+        if f.consent is not None:
+            c = f.consent
+            doc["consent"] = {
+                "id": c.id, "subject": c.subject, "tenant": c.tenant, "grantee": c.grantee,
+                "resources": sorted(c.resources), "purpose": c.purpose, "expires_at": c.expires_at,
+            }  # fmt: skip
+        text = json.dumps(doc, separators=(",", ":"))
+        return text[:-1]  # without the closing brace: the per-request members follow
+
+
+def encode(item: Replayable, pseudonym: Pseudonymise) -> str:
+    """The record's ``inputs`` JSON of ``item`` (see the module docstring)."""
+    return InputsEncoder(pseudonym)(item)
 
 
 @dataclass(frozen=True, slots=True)
