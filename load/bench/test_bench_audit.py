@@ -162,6 +162,43 @@ def test_writer_row_building(benchmark: Any) -> None:
     benchmark(run)
 
 
+def test_chain_link(benchmark: Any, tmp_path: Path) -> None:
+    """Per record in the writer thread: the hash chain (canonical form + SHA-256 link), BATCH a round."""
+    from gateway.audit.chain import GENESIS_BYTES, Canonical, link, table_columns
+    from gateway.audit.schema import DECISION_COLUMNS, connect_writer
+
+    conn = connect_writer(str(tmp_path / "a.sqlite"), durable=False, busy_timeout=1.0)
+    canonical = Canonical(DECISION_COLUMNS[1:], table_columns(conn))
+    conn.close()
+    rows = [record_row(record(sequence=i, gateway_id="b", upstream_ms=1.25)) for i in range(BATCH)]
+
+    def run() -> None:
+        head = GENESIS_BYTES
+        for row in rows:
+            head = link(head, canonical.form(row, coerce=True)[0])
+
+    benchmark.extra_info["per"] = f"{BATCH} records"
+    benchmark(run)
+
+
+def test_assertion_sign(benchmark: Any, tmp_path: Path) -> None:
+    """Per forwarded request: signing its X-Gateway-Assertion (EdDSA, pyjwt), BATCH a round."""
+    from gateway.assertion import AssertionSigner
+
+    signer = AssertionSigner(tmp_path / "keys.json", audience="http://127.0.0.1:8081")
+
+    def run() -> None:
+        for _ in range(BATCH):
+            signer.sign_request(tenant="t", principal="0c9f0a54-2f0e-4e0b-a5d6-3f1c2b7e9a10", principal_kind="user",
+                                roles=("Support.Agent",), purpose="essential.service.operations.support",
+                                decision_id="019a0000-0000-7000-8000-000000000000",
+                                route="/tenants/{tid}/payments/{id}", method="GET", path="/tenants/t/payments/p-1",
+                                masks=("/card_number",))
+
+    benchmark.extra_info["per"] = f"{BATCH} requests"
+    benchmark(run)
+
+
 def test_writer_metrics_per_batch(benchmark: Any, sdk_meter_provider: MeterProvider) -> None:
     """The writer's metric work for one committed batch of BATCH records."""
     metrics = AuditMetrics(sdk_meter_provider, queue_depth=lambda: 0, healthy=lambda: True, export_lag=lambda: 0.0)
