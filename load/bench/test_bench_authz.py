@@ -159,6 +159,32 @@ def test_review_miss(benchmark: Any, engine: PolicyEngine) -> None:
     assert outcome.refusal is None and "/card_number" in outcome.pointers
 
 
+def test_prepare_record(benchmark: Any, engine: PolicyEngine) -> None:
+    """The audit writer's per-record extras (``RecordPreparer``): the replay inputs, the data subjects
+    (a contact id and its e-mail address as a keyed pseudonym), in the writer thread, for a reviewed and
+    masked payment read; then the record's row and terms, as the writer builds them."""
+    from gateway.audit.pseudonyms import pseudonymiser
+    from gateway.audit.record import DecisionRecord
+    from gateway.audit.schema import record_row, record_terms
+    from gateway.authz.prepare import RecordPreparer
+
+    request = payment_read(engine)
+    decision = make_decision(engine, request, *engine.decide(request), None, ("contact:ct-a-005",))
+    outcome = review(decision, 200, "application/json", payment_answer(), time.time())
+    prepare = RecordPreparer(pseudonymiser(b"benchmark pseudonym key, 32 byte"))
+
+    def written() -> DecisionRecord:
+        record = DecisionRecord(decision_id="01a2", time=1.0, method="GET", path="/")
+        record.replay = (decision, outcome)
+        prepare(record)
+        record_row(record)
+        record_terms(record)
+        return record
+
+    record = benchmark(written)
+    assert record.inputs and record.subjects
+
+
 def complete(coroutine: Coroutine[Any, Any, Decision]) -> Decision:
     """Run a coroutine that must not suspend (facts cached): no event-loop overhead in the figure."""
     try:
