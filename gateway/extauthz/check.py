@@ -62,7 +62,8 @@ CHECK_REQUEST_HEADERS = ("authorization", "x-purpose", "x-recipient", "x-consent
                          "content-length")
 # What Envoy copies from an allowing check answer onto the request it forwards (set, never appended).
 CHECK_UPSTREAM_HEADERS = ("x-gateway-decision-id", "x-gateway-tenant", "x-gateway-principal",
-                          "x-gateway-purpose", "traceparent", ROUTE_HEADER, DELEGATION_HEADER)
+                          "x-gateway-purpose", "x-gateway-assertion", "traceparent", ROUTE_HEADER,
+                          DELEGATION_HEADER)
 # What a refusal carries to the client besides its status and body.
 CHECK_CLIENT_HEADERS = ("content-type", "www-authenticate", "x-decision-id")
 # What an allowing answer adds to the client's response.

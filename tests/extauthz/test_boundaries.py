@@ -44,7 +44,8 @@ def test_client_sent_gateway_headers_never_reach_the_upstream(echo_behind: Behin
     headers = seen_headers(reply)
     gateway_headers = [(n, v) for n, v in headers if n.startswith("x-gateway") or n.startswith("x_gateway")]
     names = sorted(n for n, _ in gateway_headers)
-    assert names == ["x-gateway-decision-id", "x-gateway-principal", "x-gateway-purpose", "x-gateway-tenant"]
+    assert names == ["x-gateway-assertion", "x-gateway-decision-id", "x-gateway-principal", "x-gateway-purpose",
+                     "x-gateway-tenant"]
     values = dict(gateway_headers)
     assert values["x-gateway-principal"] not in ("someone-else", "underscored")
     assert values["x-gateway-tenant"] == A
@@ -64,7 +65,8 @@ def test_a_client_route_header_cannot_skip_the_proxy_path(echo_behind: Behind) -
     headers = seen_headers(reply)
     assert "x-forwarded-host" in dict(headers)  # set by the gateway's proxy path, not by Envoy
     names = sorted(n for n, _ in headers if n.startswith("x-gateway") or n.startswith("x_gateway"))
-    assert names == ["x-gateway-decision-id", "x-gateway-principal", "x-gateway-purpose", "x-gateway-tenant"]
+    assert names == ["x-gateway-assertion", "x-gateway-decision-id", "x-gateway-principal", "x-gateway-purpose",
+                     "x-gateway-tenant"]
     record = record_of(echo_behind.gateway.audit_path, reply)
     assert json.loads(record["extra"])["mode"] == "ext-authz-proxy"
 
