@@ -100,9 +100,36 @@ class HeadLimits:
     max_head_bytes: int
 
 
+def gateway_of(app: Any) -> Any:
+    """The gateway under uvicorn's wrappers: with ``log_level = "trace"`` uvicorn wraps the loaded app
+    in its message logger (and other middleware may wrap it too), each keeping the inner app as ``.app``.
+    A log level must never switch a security control off, so the limits and the refusal hook are looked
+    up on the gateway itself, whatever wraps it. None when no gateway is found (bounded walk)."""
+    node = app
+    for _ in range(16):
+        if node is None:
+            return None
+        if callable(getattr(node, "protocol_refusal", None)) and hasattr(node, "config"):
+            return node
+        node = getattr(node, "app", None)
+    return None
+
+
+_WARNED = False
+
+
+def _warn_no_gateway() -> None:
+    global _WARNED
+    _WARNED = True
+    logger.warning("the HTTP protocol found no gateway under the ASGI app: using the default head limits")
+
+
 def limits_for(app: Any) -> HeadLimits:
     """The limits configured for ``app`` (the gateway: ``app.config.server``), or the defaults."""
-    server = getattr(getattr(app, "config", None), "server", None)
+    gateway = gateway_of(app)
+    if gateway is None and not _WARNED:
+        _warn_no_gateway()
+    server = getattr(getattr(gateway, "config", None), "server", None)
     timeout = getattr(server, "header_timeout_seconds", DEFAULT_HEAD_TIMEOUT_SECONDS)
     max_header = getattr(server, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES)
     if not isinstance(timeout, int | float) or timeout <= 0:
@@ -343,7 +370,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         return method.decode("latin-1") if isinstance(method, bytes) and self.url else ""
 
     def _report(self, refusal: ProtocolRefusal) -> None:
-        hook = getattr(self.app, "protocol_refusal", None)
+        hook = getattr(gateway_of(self.app), "protocol_refusal", None)
         if hook is None:
             logger.info("refused a request before the app saw it: %s %s", refusal.status, refusal.reason)
             return

@@ -210,6 +210,7 @@ def command(args: argparse.Namespace) -> int:
         return 1
     # Worker processes re-read the configuration: hand them the CLI overrides through the environment.
     os.environ.update({k: v for k, v in env.items() if k.startswith("GATEWAY_SERVER_")})
+    logging.addLevelName(5, "TRACE")  # uvicorn's level below DEBUG (server.log_level = "trace")
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from gateway.authz.errors import PolicyError
 
