@@ -19,7 +19,7 @@ import pytest
 from tests.demo.test_ports import reserved_ports
 from tests.support.echo_upstream import echo_upstream
 from tests.support.idp import DevIdP
-from tests.support.servers import ThreadedServer, serve, wait_for_port
+from tests.support.servers import serve, wait_for_port
 from tests.support.stack import gateway_env
 
 MAX_HEADER = 4096  # configured: a head of 6 KiB is refused, though the default (32 KiB) would take it
