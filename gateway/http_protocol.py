@@ -68,6 +68,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from gateway.audit.ids import uuid7
+from gateway.problem import PROBLEM_CONTENT_TYPE, problem_body
+
 #: The private methods of uvicorn's protocol this one overrides. Were one of them gone (it was in some
 #: releases), the override would silently never run and its guard would be off: refuse to load instead.
 OVERRIDDEN = ("_start_asgi_task", "data_received", "on_headers_complete", "on_message_complete")
@@ -77,9 +80,6 @@ if _MISSING:  # pragma: no cover - depends on the installed uvicorn
         f"the installed uvicorn's HttpToolsProtocol has no {', '.join(_MISSING)}: the gateway's hardened protocol "
         "relies on it; install a uvicorn in the range pyproject.toml names"
     )
-
-from gateway.audit.ids import uuid7
-from gateway.problem import PROBLEM_CONTENT_TYPE, problem_body
 
 logger = logging.getLogger("gateway.http")
 
