@@ -214,12 +214,8 @@ def clickhouse_subject(
     )
 
 
-_SUBJECT_NAMES = (
-    "decision_id", "time", "decision", "status", "reason", "tenant", "principal_kind", "principal", "roles",
-    "action", "resource_type", "resource_id", "route", "purpose", "categories", "recipient", "policies",
-)
 _SUBJECT_COLUMNS = (
-    *(c for c in _LISTING_COLUMNS if c[0] in _SUBJECT_NAMES),
+    *_LISTING_COLUMNS,
     ("masked_fields", _list(attr.MASKED_FIELDS)),
     ("clauses", _list(attr.POLICY_CLAUSES)),
 )

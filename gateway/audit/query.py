@@ -178,7 +178,7 @@ def _where(flt: AuditFilter, *, skip_term: str | None = None, ref: str = "d.id")
     return clauses, params
 
 
-def _listing_row(row: sqlite3.Row) -> dict[str, Any]:
+def listing_row(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "decision_id": row["decision_id"],
         "time": rfc3339(row["time_us"]),
@@ -243,7 +243,7 @@ def query_decisions(conn: sqlite3.Connection, flt: AuditFilter) -> list[dict[str
         sql += " ORDER BY d.time_us DESC, d.decision_id DESC LIMIT :limit"
         params["limit"] = flt.limit
         rows = conn.execute(sql, params).fetchall()
-    return [_listing_row(row) for row in rows]
+    return [listing_row(row) for row in rows]
 
 
 def expand_terms(conn: sqlite3.Connection, prefix: str, value: str, hierarchical: bool) -> list[str]:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit.query import rfc3339
+from gateway.audit.query import SHADOW_FIELDS, listing_row
 from gateway.audit.schema import TERM_SUBJECT
 
 MAX_ROUNDS = 6
@@ -148,24 +148,10 @@ def subject_report(
 
 
 def _line(row: sqlite3.Row) -> dict[str, Any]:
+    """A listing's fields (``query.listing_row``), with what the decision hid and the clauses applied."""
+    listed = {k: v for k, v in listing_row(row).items() if k not in SHADOW_FIELDS}
     return {
-        "decision_id": row["decision_id"],
-        "time": rfc3339(row["time_us"]),
-        "decision": row["decision"],
-        "status": row["status"],
-        "reason": row["reason"],
-        "tenant": row["tenant"],
-        "principal_kind": row["principal_kind"],
-        "principal": row["principal_id"],
-        "roles": json.loads(row["roles"]),
-        "action": row["action"],
-        "resource_type": row["resource_type"],
-        "resource_id": row["resource_id"],
-        "route": row["route"],
-        "purpose": row["purpose"],
-        "categories": json.loads(row["categories"]),
-        "recipient": row["recipient"],
+        **listed,
         "masked_fields": json.loads(row["masked_fields"]),
-        "policies": json.loads(row["policies"]),
         "clauses": json.loads(row["clauses"]),
     }

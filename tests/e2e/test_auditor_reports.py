@@ -238,7 +238,8 @@ def test_the_subject_query_gives_the_same_decisions_in_clickhouse(
         expected = json.loads(out)
         got = chdb_rows(clickhouse, sql)
         assert [r["decision_id"] for r in got] == [r["decision_id"] for r in expected], subject
-        assert got == expected
+        for g, e in zip(got, expected, strict=True):
+            assert g == e, {k: (g.get(k), e.get(k)) for k in set(g) | set(e) if g.get(k) != e.get(k)}
 
 
 def test_the_report_numbers_are_the_same_in_clickhouse(
