@@ -7,9 +7,11 @@ The demo, the tests and the load harness all run against them.
 
 Design and trade-offs:
 
-- They sit behind the gateway and trust its ``X-Gateway-Tenant``, ``X-Gateway-Principal``,
-  ``X-Gateway-Purpose`` and ``X-Gateway-Decision-Id`` headers without checking anything: they bind
-  loopback by default and must never be reachable except through the gateway.
+- They sit behind the gateway. By default they take its ``X-Gateway-Tenant``, ``X-Gateway-Principal``,
+  ``X-Gateway-Purpose`` and ``X-Gateway-Decision-Id`` headers as they come (they bind loopback and
+  must never be reachable except through the gateway); with ``--require-assertion`` (which ``gateway
+  demo`` sets) they refuse (401) any request without a valid ``X-Gateway-Assertion`` signed by the
+  gateway's published keys, and take the caller's identity from it (``gateway/assertion.py``).
 - They deliberately do not enforce tenant isolation or any role or purpose rule, so that a test can
   show it is the gateway that refuses. The tenant in a ``/tenants/{tid}/...`` path is served whatever
   the headers say. Three things depend on the caller because the contract makes them so: a mailbox
