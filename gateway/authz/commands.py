@@ -1,8 +1,9 @@
 """``gateway policy validate [DIR]`` and ``gateway policy explain FILE``.
 
-Further ``policy`` sub-commands plug in the way ``gateway/cli.py`` plugs in packages: a module in
-``POLICY_COMMAND_MODULES`` that exists defines ``register(policy_subparsers)`` (the policy test runner
-of the policy packs adds ``policy test`` this way).
+Further ``policy`` sub-commands plug in the way ``gateway/cli.py`` plugs in packages: each module in
+``POLICY_COMMAND_MODULES`` defines ``register(policy_subparsers)`` (``policy test``, ``matrix``, ``replay``
+and ``diff`` come this way); a listed module that is missing is an import error, never a silently
+missing command.
 """
 
 from __future__ import annotations
@@ -54,14 +55,8 @@ def register(subparsers: Any) -> None:
     explain.add_argument("--json", action="store_true", help="print the decisions as JSON")
     explain.set_defaults(func=_explain, default_route_maps=route_maps)
 
-    for name in POLICY_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(policy_sub)
+    for name in POLICY_COMMAND_MODULES:  # a listed module that is missing is an error, never a silent skip
+        importlib.import_module(name).register(policy_sub)
 
 
 def _load(directory: str, route_maps: tuple[str, ...]) -> Any:
