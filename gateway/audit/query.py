@@ -143,15 +143,23 @@ def _term_filters(flt: AuditFilter) -> list[tuple[str, str, bool]]:
     return out
 
 
-def _where(flt: AuditFilter, *, skip_term: str | None = None, ref: str = "d.id") -> tuple[list[str], dict[str, Any]]:
+def window_clauses(
+    since_us: int | None, until_us: int | None, column: str = "time_us"
+) -> tuple[list[str], dict[str, Any]]:
+    """``since`` inclusive, ``until`` exclusive, on ``column``: SQL conditions and their parameters."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
-    if flt.since_us is not None:
-        clauses.append("d.time_us >= :since")
-        params["since"] = flt.since_us
-    if flt.until_us is not None:
-        clauses.append("d.time_us < :until")
-        params["until"] = flt.until_us
+    if since_us is not None:
+        clauses.append(f"{column} >= :since")
+        params["since"] = since_us
+    if until_us is not None:
+        clauses.append(f"{column} < :until")
+        params["until"] = until_us
+    return clauses, params
+
+
+def _where(flt: AuditFilter, *, skip_term: str | None = None, ref: str = "d.id") -> tuple[list[str], dict[str, Any]]:
+    clauses, params = window_clauses(flt.since_us, flt.until_us, "d.time_us")
     if flt.principal:
         clauses.append("d.principal_id = :principal")
         params["principal"] = flt.principal

@@ -27,7 +27,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gateway.audit.maintenance import verify
-from gateway.audit.query import BUCKETS, AuditFilter, bucket_label, count_decisions, rfc3339
+from gateway.audit.query import BUCKETS, AuditFilter, bucket_label, count_decisions, rfc3339, window_clauses
 from gateway.audit.subjects import SubjectReport
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -72,13 +72,7 @@ class Section:
 
 
 def _window(flt: AuditFilter) -> tuple[str, dict[str, Any]]:
-    clauses, params = [], {}
-    if flt.since_us is not None:
-        clauses.append("time_us >= :since")
-        params["since"] = flt.since_us
-    if flt.until_us is not None:
-        clauses.append("time_us < :until")
-        params["until"] = flt.until_us
+    clauses, params = window_clauses(flt.since_us, flt.until_us)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

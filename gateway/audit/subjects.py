@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit.query import SHADOW_FIELDS, listing_row
+from gateway.audit.query import SHADOW_FIELDS, listing_row, window_clauses
 from gateway.audit.schema import TERM_SUBJECT
 
 MAX_ROUNDS = 6
@@ -83,13 +83,8 @@ def initial_keys(subject: str, pseudonym: Callable[[str], str] | None) -> list[s
 def _matching(conn: sqlite3.Connection, keys: Iterable[str], since_us: int | None, until_us: int | None) -> list[int]:
     terms = [TERM_SUBJECT + k for k in keys]
     out: set[int] = set()
-    window, params = "", {}
-    if since_us is not None:
-        window += " AND time_us >= :since"
-        params["since"] = since_us
-    if until_us is not None:
-        window += " AND time_us < :until"
-        params["until"] = until_us
+    clauses, params = window_clauses(since_us, until_us)
+    window = "".join(" AND " + c for c in clauses)
     for start in range(0, len(terms), 500):
         chunk = terms[start:start + 500]
         names = {f"k{i}": t for i, t in enumerate(chunk)}

@@ -79,15 +79,9 @@ class ReplayReport:
 
 
 def _rows(conn: Any, since_us: int | None, until_us: int | None) -> Iterator[Any]:
-    from gateway.audit.query import has_column
+    from gateway.audit.query import has_column, window_clauses
 
-    clauses, params = [], {}
-    if since_us is not None:
-        clauses.append("time_us >= :since")
-        params["since"] = since_us
-    if until_us is not None:
-        clauses.append("time_us < :until")
-        params["until"] = until_us
+    clauses, params = window_clauses(since_us, until_us)
     where = (" AND " + " AND ".join(clauses)) if clauses else ""
     inputs = "inputs" if has_column(conn, "inputs") else "'' AS inputs"
     last = 0
