@@ -43,7 +43,7 @@ demo: install
 	$(BIN)/gateway demo $(DEMO_ARGS)
 
 lint: install-test
-	$(BIN)/ruff check gateway adapters tests load
+	$(BIN)/ruff check gateway tests load
 	$(BIN)/mypy
 
 policy-test: install

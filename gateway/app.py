@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from adapters.routemap import RouteMatch
+from gateway.adapters.routemap import RouteMatch
 from gateway.audit.ids import uuid7
 from gateway.audit.log import AuditLog, AuditUnavailable
 from gateway.audit.record import DecisionRecord

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from gateway.demo import tenants as fixture
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ROUTE_MAPS_DIR = Path(__file__).resolve().parent / "adapters"  # the shipped route maps (package data)
 ENV_PREFIX = "GATEWAY_"
 
 
@@ -78,8 +79,8 @@ class IdentityConfig:
 class PoliciesConfig:
     dir: str = str(PROJECT_ROOT / "policies")
     route_maps: tuple[str, ...] = (
-        str(PROJECT_ROOT / "adapters" / "reference.toml"),
-        str(PROJECT_ROOT / "adapters" / "gmail.toml"),
+        str(ROUTE_MAPS_DIR / "reference.toml"),
+        str(ROUTE_MAPS_DIR / "gmail.toml"),
     )
     watch: bool = True
     watch_interval_seconds: float = 2.0

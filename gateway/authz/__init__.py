@@ -2,7 +2,7 @@
 
 Flow (``Authorizer``, called by ``gateway/app.py``)::
 
-    match(method, path, raw_path)  -> RouteMatch | None       adapters/: canonical path, route map
+    match(method, path, raw_path)  -> RouteMatch | None       gateway/adapters/: canonical path, route map
     body_needed(match)             -> bytes to buffer          only routes that lift body fields
     authorize(principal, match, purpose=, recipient=, consent_ref=, body=, now=) -> Decision
         1. inputs: X-Purpose known in the taxonomy (else 400), X-Recipient / X-Consent-Ref syntax,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from adapters.pathnorm import PathRejected, normalise_path
-from adapters.routemap import LiftRule, Route, RouteMatch
+from gateway.adapters.pathnorm import PathRejected, normalise_path
+from gateway.adapters.routemap import LiftRule, Route, RouteMatch
 from gateway.authz import lastgood
 from gateway.authz.decision import (
     DEFAULT_DENY,

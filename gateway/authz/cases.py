@@ -48,7 +48,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from adapters.routemap import FieldRule, Pointer, Route, RouteMatch
+from gateway.adapters.routemap import FieldRule, Pointer, Route, RouteMatch
 from gateway.authz.authorizer import InvalidInput, check_inputs, make_decision, refusal, unmapped_reasons
 from gateway.authz.decision import DEFAULT_DENY, Decision
 from gateway.authz.emails import canonical_or_folded

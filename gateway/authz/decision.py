@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from adapters.routemap import MaskStyle, Pointer
+from gateway.adapters.routemap import MaskStyle, Pointer
 from gateway.authz.facts import Facts, RecordFacts
 from gateway.problem import problem_body
 
@@ -101,7 +101,7 @@ class Decision:
     record_facts: RecordFacts | None = None
     record_time: int = 0
     # the data subjects the request itself names (path, lifted body: ``kind:value`` keys), and whether
-    # the route reads more of them from the answer (adapters/subjects.py)
+    # the route reads more of them from the answer (gateway/adapters/subjects.py)
     subjects: tuple[str, ...] = ()
     reads_subjects: bool = False
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cedarpy
 
-from adapters.routemap import Route, RouteMapError, RouteTable
+from gateway.adapters.routemap import Route, RouteMapError, RouteTable
 from gateway.authz.cedarsource import SchemaShape, schema_shape
 from gateway.authz.decision import (
     DEFAULT_DENY,

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from adapters.routemap import Route
+from gateway.adapters.routemap import Route
 from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
 from gateway.authz.manifests import Manifests
 from gateway.authz.roles import ROLE_TYPE_OF_KIND, RoleModel

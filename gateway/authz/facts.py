@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adapters.routemap import Route
+from gateway.adapters.routemap import Route
 from gateway.identity.principal import Principal
 
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from adapters.routemap import MaskStyle
+from gateway.adapters.routemap import MaskStyle
 from gateway.authz.decision import MaskRule
 
 REDACTED = "[REDACTED]"

@@ -58,7 +58,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from adapters.routemap import Route
+from gateway.adapters.routemap import Route
 from gateway.authz.authorizer import InvalidInput, check_inputs
 from gateway.authz.emails import canonical_or_folded
 from gateway.authz.engine import PolicyEngine

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from adapters.routemap import FactRule
+from gateway.adapters.routemap import FactRule
 from gateway.authz.facts import RecordFacts
 
 DAY_SECONDS = 86400

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from adapters.routemap import FactRule
+from gateway.adapters.routemap import FactRule
 from gateway.authz.emails import canonical_or_folded
 from gateway.authz.errors import ResolverError
 from gateway.authz.facts import ConsentFacts

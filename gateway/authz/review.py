@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.routemap import Pointer
+from gateway.adapters.routemap import Pointer
 from gateway.authz.decision import FAIL_CLOSED, Basis, Decision, Verdict, fail_closed_reason
 from gateway.authz.facts import Facts, RecordFacts
 from gateway.authz.masking import dump, mask_document

@@ -28,7 +28,7 @@ from gateway.authz.replay import capture, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
-ROUTE_MAPS = (ROOT / "adapters" / "reference.toml", ROOT / "adapters" / "gmail.toml")
+ROUTE_MAPS = (ROOT / "gateway" / "adapters" / "reference.toml", ROOT / "gateway" / "adapters" / "gmail.toml")
 CANDIDATE_POLICY = """
 @id("candidate-no-payments-for-support")
 @source("candidate, replay benchmark")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.pathnorm import PathRejected, normalise_path
+from gateway.adapters.pathnorm import PathRejected, normalise_path
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.routemap import RouteMapError, RouteTable, load_route_map
+from gateway.adapters.routemap import RouteMapError, RouteTable, load_route_map
 from gateway.demo.tenants import CONTOSO_TENANT, FABRIKAM_TENANT
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPS = [ROOT / "adapters" / "reference.toml", ROOT / "adapters" / "gmail.toml"]
+MAPS = [ROOT / "gateway" / "adapters" / "reference.toml", ROOT / "gateway" / "adapters" / "gmail.toml"]
 TABLE = RouteTable.load(MAPS)
 A, B = CONTOSO_TENANT, FABRIKAM_TENANT
 

@@ -36,7 +36,7 @@ def _base_only() -> Path:
 
 
 POLICIES = _base_only()
-ROUTE_MAPS = (ROOT / "adapters" / "reference.toml", ROOT / "adapters" / "gmail.toml")
+ROUTE_MAPS = (ROOT / "gateway" / "adapters" / "reference.toml", ROOT / "gateway" / "adapters" / "gmail.toml")
 A, B = CONTOSO_TENANT, FABRIKAM_TENANT
 USER_1 = "0b1c2d3e-0000-4000-8000-000000000001"
 USER_2 = "0b1c2d3e-0000-4000-8000-000000000002"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.routemap import MaskStyle, Pointer
+from gateway.adapters.routemap import MaskStyle, Pointer
 from gateway.authz.decision import MaskRule
 from gateway.authz.masking import REDACTED, apply_masks, mask_last4
 

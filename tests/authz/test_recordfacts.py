@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.routemap import FactRule, Pointer
+from gateway.adapters.routemap import FactRule, Pointer
 from gateway.authz.recordfacts import DAY_SECONDS, FactError, parse_time, read_facts, record_facts
 
 AGE = FactRule("age_days", Pointer.parse("/created_at"), "age")

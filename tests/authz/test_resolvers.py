@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.routemap import FactRule, Pointer
+from gateway.adapters.routemap import FactRule, Pointer
 from gateway.authz.errors import ResolverError
 from gateway.authz.resolvers import Resolvers
 from gateway.demo.fixtures import OLD_CALL_AGES

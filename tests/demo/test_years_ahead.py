@@ -32,7 +32,7 @@ from tests.support.servers import ThreadedServer, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
-ROUTE_MAPS = (ROOT / "adapters" / "reference.toml", ROOT / "adapters" / "gmail.toml")
+ROUTE_MAPS = (ROOT / "gateway" / "adapters" / "reference.toml", ROOT / "gateway" / "adapters" / "gmail.toml")
 AHEAD = {"today": timedelta(0), "1 year": timedelta(days=366), "10 years": timedelta(days=3653)}
 #: How long after the services' start the gateway decides: at once, and weeks later (within the margin).
 UPTIMES = (timedelta(hours=3), timedelta(days=fixtures.AGE_MARGIN_BELOW_DAYS - 1))

@@ -331,7 +331,7 @@ def test_a_broken_policy_reload_keeps_the_last_good_set(
     maps = tmp_path / "adapters"
     maps.mkdir()
     for route_map in ("reference.toml", "gmail.toml"):
-        shutil.copy(PROJECT_ROOT / "adapters" / route_map, maps / route_map)
+        shutil.copy(PROJECT_ROOT / "gateway" / "adapters" / route_map, maps / route_map)
     with gateway(
         idp, reference[0].url, tmp_path / "audit.sqlite", GATEWAY_POLICIES_DIR=str(policies),
         GATEWAY_POLICIES_ROUTE_MAPS=f"{maps / 'reference.toml'},{maps / 'gmail.toml'}",

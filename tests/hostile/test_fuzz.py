@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from starlette.routing import Match
 
-from adapters.routemap import LiftRule, Pointer, Route
+from gateway.adapters.routemap import LiftRule, Pointer, Route
 from gateway.authz.authorizer import Authorizer, InvalidInput, lift_body
 from gateway.authz.decision import DEFAULT_DENY, FAIL_CLOSED, MaskRule
 from gateway.authz.emails import canonical_email

@@ -10,7 +10,7 @@ from gateway.demo.tenants import CONTOSO_TENANT, FABRIKAM_TENANT
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
-ROUTE_MAPS = (ROOT / "adapters" / "reference.toml", ROOT / "adapters" / "gmail.toml")
+ROUTE_MAPS = (ROOT / "gateway" / "adapters" / "reference.toml", ROOT / "gateway" / "adapters" / "gmail.toml")
 TENANTS = (CONTOSO_TENANT, FABRIKAM_TENANT)
 ALICE = "0b1c2d3e-0000-4000-8000-00000000a11c"
 BOB = "0b1c2d3e-0000-4000-8000-000000000b0b"

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.routemap import RouteTable
+from gateway.adapters.routemap import RouteTable
 from gateway.authz.authorizer import InvalidInput, lift_body, make_decision
 from gateway.authz.emails import canonical_email
 from gateway.authz.engine import PolicyEngine

@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.routemap import Route
+from gateway.adapters.routemap import Route
 from gateway.authz.cases import Case, evaluate_case, evaluate_case_review, parse_case
 from gateway.authz.decision import Decision
 from gateway.authz.review import ResponseReview

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.routemap import Route
+from gateway.adapters.routemap import Route
 from gateway.authz import entities
 from gateway.authz.decision import Verdict
 from gateway.authz.engine import PolicyEngine

@@ -16,8 +16,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import quote
 
-from adapters.pathnorm import PathRejected, canonical_path, normalise_path
-from adapters.subjects import Subjects, parse_subjects
+from gateway.adapters.pathnorm import PathRejected, canonical_path, normalise_path
+from gateway.adapters.subjects import Subjects, parse_subjects
 
 MaskStyle = Literal["last4", "redact"]
 LiftKind = Literal["email", "string"]
