@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway import shipped
 from gateway.demo import tenants as fixture
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ROUTE_MAPS_DIR = Path(__file__).resolve().parent / "adapters"  # the shipped route maps (package data)
 ENV_PREFIX = "GATEWAY_"
 
 
@@ -77,11 +76,8 @@ class IdentityConfig:
 
 @dataclass(frozen=True)
 class PoliciesConfig:
-    dir: str = str(PROJECT_ROOT / "policies")
-    route_maps: tuple[str, ...] = (
-        str(ROUTE_MAPS_DIR / "reference.toml"),
-        str(ROUTE_MAPS_DIR / "gmail.toml"),
-    )
+    dir: str = str(shipped.policies_dir())  # a checkout's policies/, or the wheel's copy (gateway/shipped.py)
+    route_maps: tuple[str, ...] = tuple(str(path) for path in shipped.route_maps())
     watch: bool = True
     watch_interval_seconds: float = 2.0
     decision_cache_size: int = 65536

@@ -45,7 +45,6 @@ from typing import Any
 import aiohttp
 import psutil
 
-from gateway.config import PROJECT_ROOT
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from gateway.demo.tenants import FABRIKAM_TENANT as B
 from gateway.demo.upstream import create_upstream_app
@@ -54,6 +53,8 @@ from tests.identity.faults import FaultyAuthority
 from tests.support.idp import DevIdP, running_dev_idp
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
 from tests.support.stack import gateway_env
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout
 
 MAX_DURATION = 600.0
 SAMPLE_SECONDS = 5.0

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from gateway.config import PROJECT_ROOT
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from gateway.demo.tenants import FABRIKAM_TENANT as B
 from tests.hostile.rawupstream import raw_upstream
@@ -33,6 +32,8 @@ from tests.identity.faults import FaultyAuthority
 from tests.support.idp import DevIdP, running_dev_idp
 from tests.support.servers import ThreadedServer, free_port
 from tests.support.stack import Stack
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout
 
 OWN = f"/tenants/{A}/contacts/ct-a-001"
 FAST_KEYS: dict[str, Any] = {"retry_min_seconds": 0.05, "retry_max_seconds": 0.3, "http_timeout_seconds": 2.0}

@@ -23,12 +23,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gateway.config import PROJECT_ROOT
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from tests.hostile.support import SUPPORT, Counting, Ledger, eventually
 from tests.support.idp import DevIdP
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
 from tests.support.stack import Stack, gateway_env
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout
 
 PATH = f"/tenants/{A}/contacts/echo-1"
 
