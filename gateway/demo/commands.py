@@ -74,8 +74,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo-upstream",
         help="run the reference internal services (fixture data for two tenants)",
-        description="The reference internal services of the contract, section 6: deterministic fixture "
-        "data for two tenants. They trust the gateway's X-Gateway-* headers, so keep them on loopback.",
+        description="The reference internal services (section 6 of the contract, policies/sources/CONTRACT.md): "
+        "deterministic fixture data for two tenants. They trust the gateway's X-Gateway-* headers, "
+        "so keep them on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument(
