@@ -5,7 +5,7 @@ and ``make demo`` read it there). The wheel carries it as ``gateway/_data/polici
 setuptools' ``package_dir`` mapping, so the sdist and the wheel hold the same files with no copy
 step and no second copy under ``gateway/`` in the checkout. Setuptools wants every folder that
 holds data listed as a package; they are found here, so a new pack needs no edit (a folder whose
-name is not an identifier would be left out: tests/packaging/ checks that every file lands).
+name is not an identifier would be left out: tests/wheel_install/ checks that every file lands).
 Everything else (metadata, dependencies, the data patterns) is in pyproject.toml.
 """
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PIP_TIMEOUT_SECONDS = 240.0  # a bound on a hung index, far above the ~10 s pip takes here
+PIP_TIMEOUT_SECONDS = 200.0  # a bound on a hung index, far above the ~10 s pip takes here
 PIP_NETWORK = ("--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "30")
 
 

@@ -24,9 +24,10 @@ import pytest
 import uvicorn
 
 from gateway.identity.devidp import create_app
-from tests.packaging.build import ROOT, Installed, build_wheel, clean_env, install_into_clean_venv, source_files
+from tests.wheel_install.build import ROOT, Installed, build_wheel, clean_env, install_into_clean_venv, source_files
 
-pytestmark = pytest.mark.packaging
+# The bounds below (pip, start-up) only catch a hang; together they exceed the suite-wide 120 s timeout.
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
 
 START_SECONDS = 60.0  # bound on the gateway's start (keys, policies, audit store), far above the ~2 s it takes
 PORT_ATTEMPTS = 3  # a port the kernel handed out can be taken by another process before the gateway binds it
