@@ -9,10 +9,9 @@ that is not JSON raises ``ValueError``: the caller must not pass it on unmasked.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
-
-import json
 
 import orjson
 
