@@ -179,6 +179,13 @@ def test_a_value_below_the_range_is_refused_naming_the_key(key: str, field: data
     assert caught.value.key == key
 
 
+def test_every_key_is_in_the_readme_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Configuration keys"):readme.index("## Auditing")]
+    keys = [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in config_fields(cls)]
+    assert [key for key in keys if f"`{key}`" not in table] == []
+
+
 def test_the_reader_does_not_import_the_demo() -> None:
     """Production defaults never come from gateway.demo: importing the reader loads none of it."""
     code = "import sys, gateway.config; print(sorted(m for m in sys.modules if m.startswith('gateway.demo')))"
