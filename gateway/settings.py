@@ -62,10 +62,6 @@ def setting(
     return field
 
 
-def key_of(instance: Section, name: str) -> str:
-    return f"{instance.SECTION}.{name}"
-
-
 def config_fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
     """The fields of a settings type that are configuration keys."""
     return tuple(f for f in dataclasses.fields(cls) if not f.metadata.get("internal", False))
@@ -76,7 +72,7 @@ def check_fields(instance: Section) -> None:
     for field in dataclasses.fields(instance):
         meta = field.metadata
         value = getattr(instance, field.name)
-        key = key_of(instance, field.name)
+        key = f"{instance.SECTION}.{field.name}"
         if meta.get("choices") is not None and value not in meta["choices"]:
             choices = [repr(choice) for choice in meta["choices"]]
             expected = " or ".join(choices) if len(choices) <= 2 else f"one of {', '.join(choices)}"
