@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.config import load_config
+from gateway import cliconfig
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from gateway.http_protocol import GatewayHttpProtocol
 from gateway.serve import uvicorn_options
@@ -229,4 +229,4 @@ def test_many_slow_connections_do_not_starve_a_normal_request(stack: Stack, ledg
 
 def test_gateway_serve_uses_the_hardened_protocol(idp: DevIdP, tmp_path_factory: pytest.TempPathFactory) -> None:
     env = gateway_env(idp, "http://127.0.0.1:9", tmp_path_factory.mktemp("audit") / "a.sqlite")
-    assert uvicorn_options(load_config(None, environ=env))["http"] is GatewayHttpProtocol
+    assert uvicorn_options(cliconfig.load(None, environ=env))["http"] is GatewayHttpProtocol
