@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.adapters.routemap import Route
-from gateway.authz.authorizer import InvalidInput, check_inputs
+from gateway.authz.decide import InvalidInput, check_inputs
 from gateway.authz.emails import canonical_or_folded
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.errors import PolicyError

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tests.* is not on the path when pytest runs from load/
     sys.path.insert(0, str(ROOT))
 
-from gateway.authz.authorizer import Authorizer, make_decision  # noqa: E402
+from gateway.authz.authorizer import Authorizer  # noqa: E402
+from gateway.authz.decide import make_decision  # noqa: E402
 from gateway.authz.decision import Decision  # noqa: E402
 from gateway.authz.engine import PolicyEngine  # noqa: E402
 from gateway.authz.entities import context_json, request_dict  # noqa: E402

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from starlette.routing import Match
 
 from gateway.adapters.routemap import LiftRule, Pointer, Route
-from gateway.authz.authorizer import Authorizer, InvalidInput, lift_body
+from gateway.authz.authorizer import Authorizer
+from gateway.authz.decide import InvalidInput, lift_body
 from gateway.authz.decision import DEFAULT_DENY, FAIL_CLOSED, MaskRule
 from gateway.authz.emails import canonical_email
 from gateway.authz.masking import REDACTED, apply_masks
