@@ -94,6 +94,22 @@ def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[st
     return tuple(sorted(lifted))
 
 
+# How long a whole decision is reused for a repeat of the same request (gateway/authz/authorizer.py
+# ``Authorizer.authorize``). Short next to the resolvers' TTL, so a fact that changed upstream is seen
+# at most this much later than without the memo.
+DECISION_MEMO_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionMemo:
+    """A decision kept for repeats of one request shape by one verified principal."""
+
+    principal: Principal  # held, so the ``id()`` in the key cannot be reused while the entry lives
+    decision: Decision
+    expires_at: float  # within DECISION_MEMO_SECONDS, and never past the token's ``exp``
+    second: int | None  # the second it holds for, when a policy reads the time
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedInputs:
     purpose: str
@@ -371,8 +387,20 @@ class Authorizer:
 
         ``raw_path`` is the percent-encoded path as received (ASGI ``raw_path``), which is what the
         upstream will decode; when given it is what is matched, and the decoded ``path`` must agree
-        with it. Without it, ``path`` itself is taken as the raw path.
+        with it. Without it, ``path`` itself is taken as the raw path. Remembered per bundle
+        (``PolicyEngine.route_matches``): clients repeat their paths, and normalising and matching cost
+        more than the lookup.
         """
+        matches = self.engine.route_matches
+        key = (method, path, raw_path)
+        known = matches.get(key)
+        if known is not None:
+            return known[0]
+        match = self._match(method, path, raw_path)
+        matches.put(key, (match,))
+        return match
+
+    def _match(self, method: str, path: str, raw_path: bytes | str | None) -> RouteMatch | None:
         if raw_path is None:
             return self.engine.routes.match(method, path)
         try:
@@ -419,7 +447,14 @@ class Authorizer:
         body: bytes | None,
         now: float,
     ) -> Decision:
-        """Decide one request. Never raises: bad input is a 400 decision, anything else denies (403)."""
+        """Decide one request. Never raises: bad input is a 400 decision, anything else denies (403).
+
+        A repeat (same verified token, route, canonical path, purpose, recipient and consent, no lifted
+        body) within ``DECISION_MEMO_SECONDS`` gets the same decision without rebuilding its facts; the
+        memo belongs to the policy bundle (a reload starts a new one), never outlives the token's
+        ``exp``, holds for one second when a policy reads the time, and keeps no refusal that was not
+        Cedar's (bad input, a fact that could not be had) nor a decision made on a fetched record.
+        """
         engine = self.engine
         route = engine.routes.by_id.get(match.route.id)
         if route is not match.route:  # the route maps were reloaded since matching
@@ -438,6 +473,17 @@ class Authorizer:
                 )
             match = rematched
             route = match.route
+        memo_key: tuple[object, ...] | None = None
+        if body is None:
+            memo_key = (id(principal), route.id, match.path, purpose, recipient, consent_ref)
+            memo: DecisionMemo | None = engine.decision_memo.get(memo_key)
+            if (
+                memo is not None
+                and memo.principal is principal
+                and now < memo.expires_at
+                and (memo.second is None or memo.second == int(now))
+            ):
+                return memo.decision
         try:
             inputs = check_inputs(engine, route, purpose, recipient, consent_ref, body)
         except InvalidInput as exc:
@@ -494,7 +540,11 @@ class Authorizer:
             subjects = route.subjects.request_keys(match.params, principal.id, inputs.body)
         decision = make_decision(engine, facts, verdict, cached, consent_ref, subjects)
         if decision.allowed and route.facts_from is not None and engine.reads_record(facts):
-            decision = await self._review_before_forwarding(decision, match, now)
+            return await self._review_before_forwarding(decision, match, now)
+        if memo_key is not None:
+            expires_at = min(now + DECISION_MEMO_SECONDS, principal.expires_at)
+            second = int(now) if engine.time_dependent(facts) else None
+            engine.decision_memo.put(memo_key, DecisionMemo(principal, decision, expires_at, second))
         return decision
 
     async def _review_before_forwarding(self, decision: Decision, match: RouteMatch, now: float) -> Decision:

@@ -412,10 +412,9 @@ def format_json(matrix: Matrix) -> str:
 
 
 def _defaults() -> tuple[str, tuple[str, ...]]:
-    from gateway.config import PoliciesConfig
+    from gateway.authz.settings import DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
-    config = PoliciesConfig()
-    return config.dir, tuple(config.route_maps)
+    return DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

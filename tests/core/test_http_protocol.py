@@ -12,7 +12,7 @@ import pytest
 from uvicorn.middleware.message_logger import MessageLoggerMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway.config import load_config
+from gateway import cliconfig
 from gateway.http_protocol import (
     REQUEST_LINE_ALLOWANCE,
     GatewayHttpProtocol,
@@ -310,7 +310,7 @@ async def test_no_log_level_or_middleware_switches_the_configured_limits_off(
     """uvicorn wraps the app (its message logger under log_level = "trace"); the limits configured
     (a 1 s head timeout, 4 KiB of headers), not uvicorn's or the old defaults (10 s, 32 KiB), still
     apply, and the refusals still reach the gateway's hook."""
-    config = load_config(None, environ={
+    config = cliconfig.load(None, environ={
         **settings, "GATEWAY_SERVER_MAX_HEADER_BYTES": "4096", "GATEWAY_SERVER_HEADER_TIMEOUT_SECONDS": "1",
     })  # fmt: skip
     gateway = GatewayShaped(config)
@@ -339,7 +339,7 @@ async def test_no_log_level_or_middleware_switches_the_configured_limits_off(
 
 
 def test_serve_wires_the_configured_limits_and_the_hook() -> None:
-    config = load_config(None, environ={
+    config = cliconfig.load(None, environ={
         "GATEWAY_SERVER_MAX_HEADER_BYTES": "1000", "GATEWAY_SERVER_HEADER_TIMEOUT_SECONDS": "3",
     })  # fmt: skip
     refusals: list[ProtocolRefusal] = []
@@ -354,7 +354,7 @@ def test_serve_wires_the_configured_limits_and_the_hook() -> None:
 
 def test_the_workers_wiring_pickles_and_reaches_the_gateway_the_worker_builds() -> None:
     """uvicorn hands its configuration to worker processes by pickling it (spawn)."""
-    config = load_config(None, environ={"GATEWAY_SERVER_HEADER_TIMEOUT_SECONDS": "3"})
+    config = cliconfig.load(None, environ={"GATEWAY_SERVER_HEADER_TIMEOUT_SECONDS": "3"})
     factory = pickle.loads(pickle.dumps(uvicorn_options(config, refusal_in_worker)["http"]))
     assert factory.keywords["limits"].head_timeout_seconds == 3.0
     assert factory.keywords["on_refusal"] is refusal_in_worker

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import cliconfig
 from gateway.app import Gateway
-from gateway.config import load_config
 from gateway.serve import build_gateway, uvicorn_options
 from tests.support.idp import DevIdP
 from tests.support.servers import ThreadedServer
@@ -363,7 +363,7 @@ def gateway(
     env = gateway_env(idp, upstream_url, audit_path, **env_overrides)
     if resolver_url:
         env["GATEWAY_POLICIES_RESOLVER_URL"] = resolver_url
-    config = load_config(None, environ=env)
+    config = cliconfig.load(None, environ=env)
     app = build_gateway(config)
     if audit_overrides:
         from gateway.audit.log import AuditLog
