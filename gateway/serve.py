@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway import cliconfig
 from gateway.config import Config
-from gateway.http_protocol import GatewayHttpProtocol
+from gateway.http_protocol import ProtocolLimits, ProtocolRefusal, RefusalHook, wired_protocol
 
 CONFIG_ENV = "PRIVACY_GATEWAY_CONFIG"
 logger = logging.getLogger("gateway")
@@ -77,18 +77,36 @@ def build_gateway(config: Config) -> Any:
     return gateway
 
 
+_worker_gateway: list[Any] = []  # the gateway this worker process built (app_from_environment)
+
+
 def app_from_environment() -> Any:
     """uvicorn factory for worker processes."""
-    return build_gateway(cliconfig.load(os.environ.get(CONFIG_ENV) or None))
+    gateway = build_gateway(cliconfig.load(os.environ.get(CONFIG_ENV) or None))
+    _worker_gateway[:] = [gateway]
+    return gateway
 
 
-def uvicorn_options(config: Config) -> dict[str, Any]:
+def refusal_in_worker(refusal: ProtocolRefusal) -> None:
+    """The refusal hook of a worker's protocol: the parent wires it by name (it pickles), and it audits
+    with the gateway the worker built, which uvicorn loads before the worker accepts a connection."""
+    if not _worker_gateway:
+        raise RuntimeError("a protocol refusal before this worker built its gateway")
+    _worker_gateway[0].protocol_refusal(refusal)
+
+
+def uvicorn_options(config: Config, on_refusal: RefusalHook) -> dict[str, Any]:
+    """uvicorn's settings for ``config``; what the HTTP layer refuses itself goes to ``on_refusal``."""
     server = config.server
+    limits = ProtocolLimits.configured(
+        header_timeout_seconds=server.header_timeout_seconds, max_header_bytes=server.max_header_bytes
+    )
     return {
         "host": server.host,
         "port": server.port,
         "loop": "uvloop",
-        "http": GatewayHttpProtocol,  # httptools with head/body timeouts, head size cap, no trailers
+        # httptools with head/body timeouts, head size cap, no trailers, given its limits and hook explicitly
+        "http": wired_protocol(limits, on_refusal),
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
@@ -103,7 +121,6 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
 def run(config: Config, config_path: str | None, app: Any = None) -> int:
     import uvicorn
 
-    options = uvicorn_options(config)
     if config.server.workers > 1:
         if config.server.mode == "ext-authz" and not config.server.delegation_secret:
             # A check in one worker delegates to the proxy path in any worker: they share one key.
@@ -112,9 +129,11 @@ def run(config: Config, config_path: str | None, app: Any = None) -> int:
             os.environ["GATEWAY_SERVER_DELEGATION_SECRET"] = new_secret()
         if config_path:
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+        options = uvicorn_options(config, refusal_in_worker)
         uvicorn.run("gateway.serve:app_from_environment", factory=True, workers=config.server.workers, **options)
     else:
-        uvicorn.run(app if app is not None else build_gateway(config), **options)
+        gateway = app if app is not None else build_gateway(config)
+        uvicorn.run(gateway, **uvicorn_options(config, gateway.protocol_refusal))
     return 0
 
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from gateway import cliconfig
 from gateway.app import Gateway
-from gateway.http_protocol import GatewayHttpProtocol
 from gateway.serve import build_gateway, uvicorn_options
 from tests.support.idp import DevIdP
 from tests.support.servers import ThreadedServer
@@ -374,10 +373,9 @@ def gateway(
         from gateway.identity import Authenticator
 
         app.authenticator = Authenticator(dataclasses.replace(app.authenticator.settings, **identity_overrides))
-    options = uvicorn_options(config)
+    options = uvicorn_options(config, app.protocol_refusal)
     for key in ("host", "port", "loop", "log_level"):
         options.pop(key)
-    options["http"] = GatewayHttpProtocol
     options["timeout_graceful_shutdown"] = 5
     server = ThreadedServer(app, **options).start()
     stack = Stack(idp=idp, upstream_url=upstream_url, gateway=server, audit_path=audit_path, app=app, env=env)

@@ -139,7 +139,7 @@ def running_gateway(
         env["GATEWAY_POLICIES_RESOLVER_URL"] = resolver_url
     config = cliconfig.load(None, environ=env)
     app = build_gateway(config)
-    options = uvicorn_options(config)
+    options = uvicorn_options(config, app.protocol_refusal)
     for key in ("host", "port", "loop", "log_level"):
         options.pop(key)
     options["timeout_graceful_shutdown"] = 5
