@@ -64,8 +64,8 @@ def test_installed_wheel_serves_on_its_own_policies_and_has_no_top_level_adapter
     no_adapters = run_python(installed, work, "import adapters")
     assert no_adapters.returncode == 1 and "No module named 'adapters'" in no_adapters.stderr, no_adapters.stderr
 
-    where = run_python(installed, work, "import json, gateway.config as c; d = c.load_config(); "
-                                        "print(json.dumps([d.policies.dir, list(d.policies.route_maps)]))")
+    where = run_python(installed, work, "import json; from gateway.authz.settings import PoliciesSettings as P; "
+                                        "d = P(); print(json.dumps([d.dir, list(d.route_maps)]))")
     assert where.returncode == 0, where.stderr
     policies_dir, route_maps = json.loads(where.stdout)
     inside = installed.site_packages() / "gateway"
