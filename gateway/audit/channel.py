@@ -3,10 +3,10 @@
 The queue is a ``collections.deque``: ``append`` on the loop and ``popleft`` in the writer are atomic
 under the GIL, so neither side takes a lock per record. The writer sleeps on ``wake`` (set by the
 loop only while it is clear, so an idle writer costs one ``set`` per batch, not per record) and on
-``stop``; every result for the loop (durable futures, producers waiting for room) goes through
-``call_in_loop``, one ``call_soon_threadsafe`` per batch. Health (``healthy``, ``last_error``) is
-written by the writer and read by the loop: plain attribute stores, so a reader sees the old or the
-new value, never a torn one.
+``stop``, and lingers for more on ``full``; every result for the loop (durable futures, producers
+waiting for room) goes through ``call_in_loop``, one ``call_soon_threadsafe`` per batch. Health
+(``healthy``, ``last_error``) is written by the writer and read by the loop: plain attribute
+stores, so a reader sees the old or the new value, never a torn one.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class Channel:
         self.inflight = 0  # records taken by the writer and not yet committed
         self.wake = threading.Event()
         self.stop = threading.Event()
+        #: async mode: a full batch is waiting; ends the writer's linger early (set on the loop only
+        #: when the queue reaches ``batch_threshold``, so not once per record)
+        self.full = threading.Event()
+        self.batch_threshold = min(settings.batch_size, settings.queue_size)
         self.space_waiters: deque[asyncio.Future[None]] = deque()  # the loop's only
         self.next_seq = 1  # the loop numbers records; the writer sets where a session continues
         self.accepting = False

@@ -92,6 +92,8 @@ class AuditLog:
         self._durable = settings.durable
         self._fail_closed = settings.fail_closed
         self._wake = channel.wake
+        self._full = channel.full
+        self._batch_threshold = channel.batch_threshold
         self._started = False
         self._last_loss_log = 0.0
         self._thread: threading.Thread | None = None
@@ -168,6 +170,7 @@ class AuditLog:
         channel.close_deadline = time.monotonic() + self.settings.close_timeout_seconds
         channel.stop.set()
         channel.wake.set()
+        channel.full.set()
         await asyncio.to_thread(self._thread.join, self.settings.close_timeout_seconds + 5.0)
         channel.release_space_waiters()
         if self.exporter is not None:
@@ -204,6 +207,8 @@ class AuditLog:
         queue.append((rec, None))
         if not self._wake.is_set():
             self._wake.set()
+        elif len(queue) >= self._batch_threshold and not self._full.is_set():
+            self._full.set()
 
     def _number(self, rec: DecisionRecord) -> None:
         channel = self._channel

@@ -47,22 +47,21 @@ def insert_sql(table: str, columns: Sequence[str], rows: int) -> str:
 
 
 class MultiInsert:
-    """``INSERT`` of many rows into one table with few statements (one SQLite step each)."""
+    """``INSERT`` of many rows into one table with few statements (one SQLite step each). The rows
+    come as one flat list of values, row after row (no tuple per row to build and take apart)."""
 
     def __init__(self, table: str, columns: Sequence[str], max_variables: int) -> None:
-        width = len(columns)
+        self.width = width = len(columns)
         self._chunks = tuple(n for n in _CHUNKS if n * width <= max_variables) or (1,)
         self._sql = {n: insert_sql(table, columns, n) for n in self._chunks}
 
-    def __call__(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
-        start, total = 0, len(rows)
+    def __call__(self, conn: sqlite3.Connection, values: list[Any]) -> None:
+        width = self.width
+        start, total = 0, len(values) // width
         for size in self._chunks:
             sql = self._sql[size]
             while total - start >= size:
-                if size == 1:
-                    conn.execute(sql, rows[start])
-                else:
-                    conn.execute(sql, [value for row in rows[start:start + size] for value in row])
+                conn.execute(sql, values[start * width:(start + size) * width])
                 start += size
 
 
@@ -213,11 +212,15 @@ class Store:
             rejected: set[int] = set()
             head = self._head
             head_hex = head.hex()
-            chained: list[tuple[Any, ...]] = []
+            chained: list[Any] = []  # the rows, flat: id, content, prev_hash, hash, id, ...
+            append, extend = chained.append, chained.extend
             for i, (row, form) in enumerate(zip(rows, forms, strict=True), 1):
                 digest = link(head, form)
                 digest_hex = digest.hex()
-                chained.append((base + i, *row, head_hex, digest_hex))
+                append(base + i)
+                extend(row)
+                append(head_hex)
+                append(digest_hex)
                 head, head_hex = digest, digest_hex
             try:
                 self._insert_decisions(conn, chained)
@@ -352,15 +355,19 @@ def _last_id(conn: sqlite3.Connection) -> int:
 
 def _term_rows(
     base: int, rows: list[tuple[Any, ...]], terms: list[list[str]], batch: list[Item], skip: set[int]
-) -> list[tuple[str, int, int, int]]:
-    out: list[tuple[str, int, int, int]] = []
+) -> list[Any]:
+    """The batch's ``decision_terms`` rows, flat: term, time_us, ref, denied, term, ..."""
+    out: list[Any] = []
     for index, keys in enumerate(terms):
         if index in skip or not keys:
             continue
-        ref = base + index + 1
-        time_us = rows[index][3]
-        denied = 0 if batch[index][0].decision == "allow" else 1
-        out.extend((term, time_us, ref, denied) for term in keys)
+        count = len(keys)
+        segment: list[Any] = [None] * (4 * count)
+        segment[0::4] = keys
+        segment[1::4] = [rows[index][3]] * count
+        segment[2::4] = [base + index + 1] * count
+        segment[3::4] = [0 if batch[index][0].decision == "allow" else 1] * count
+        out.extend(segment)
     return out
 
 

@@ -94,8 +94,11 @@ class Writer:
             if queue or channel.stop.is_set():
                 continue
             channel.wake.wait(1.0)
-        if not channel.durable and self._linger and len(queue) < self._batch_size:
-            channel.stop.wait(self._linger)  # gather a group commit; returns at once on close()
+        if not channel.durable and self._linger and len(queue) < channel.batch_threshold:
+            # gather a group commit: until a batch is full or the linger is over; at once on close()
+            channel.full.clear()
+            if len(queue) < channel.batch_threshold and not channel.stop.is_set():
+                channel.full.wait(self._linger)
         count = min(len(queue), self._batch_size)
         channel.inflight = count
         batch = [queue.popleft() for _ in range(count)]

@@ -296,8 +296,9 @@ def contact_read() -> tuple[Any, Any]:
 
 
 def contact_read_decision() -> tuple[Any, Any]:
-    """One Support.Agent reading one contact, decided by the shipped policies and reviewed as the
-    gateway does (the decision object is reused from request to request, as the decision cache does)."""
+    """One Support.Agent reading one contact, decided by the shipped policies, and a function that
+    reviews the answer as the gateway does (the decision object is reused from request to request, as
+    the decision cache does; the review is made again for each request)."""
     import json as _json
 
     from gateway.authz.authorizer import make_decision
@@ -311,13 +312,18 @@ def contact_read_decision() -> tuple[Any, Any]:
                     purpose="essential.service.operations.support")
     decision = make_decision(engine, request, *engine.decide(request), None, (f"contact:{CONTACT_ID}",))
     (contact,) = [c for c in load_fixtures()[A].contacts if c["id"] == CONTACT_ID]
-    outcome = review(decision, 200, "application/json", _json.dumps(contact).encode(), time.time())
-    assert decision.allowed and outcome.refusal is None
-    return decision, outcome
+    answer = _json.dumps(contact).encode()
+
+    def reviewed() -> Any:
+        return review(decision, 200, "application/json", answer, time.time())
+
+    assert decision.allowed and reviewed().refusal is None
+    return decision, reviewed
 
 
-def gateway_record(decision: Any, outcome: Any, principal: Any) -> DecisionRecord:
+def gateway_record(decision: Any, reviewed: Any, principal: Any) -> DecisionRecord:
     """A record filled field by field as ``gateway/app.py`` fills it for an allowed, reviewed read."""
+    outcome = reviewed()
     rec = DecisionRecord(decision_id=uuid7(), time=time.time(), method="GET",
                          path=f"/tenants/{principal.tenant}/contacts/{CONTACT_ID}")
     rec.trace_id, rec.parent_span_id, rec.span_id = new_trace_id(), "", new_span_id()
@@ -381,7 +387,7 @@ def test_writer_cpu_per_record(
     records/s in 5 ms ticks, the arrival of the load test (batches form by the writer's linger)."""
     from tests.authz.support import user
 
-    decision, outcome = contact_read
+    decision, reviewed = contact_read
     principal = user("Support.Agent")
     count, rate = (WRITER_RECORDS, None) if arrival == "burst" else (PACED_RECORDS, float(PACED_RATE))
     loop = asyncio.new_event_loop()
@@ -390,7 +396,7 @@ def test_writer_cpu_per_record(
     assert log._thread is not None
     writer = log._thread
     rounds = 3
-    pool = iter([[gateway_record(decision, outcome, principal) for _ in range(count)] for _ in range(rounds + 1)])
+    pool = iter([[gateway_record(decision, reviewed, principal) for _ in range(count)] for _ in range(rounds + 1)])
     cpu: list[float] = []
     batches: list[int] = []
     wall: list[float] = []
