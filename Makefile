@@ -55,8 +55,15 @@ test: install-test lint
 	$(BIN)/gateway policy test policies --coverage --threshold 95
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider tests
 
+# Every micro-benchmark, then each one against the committed baseline (load/bench/baseline.json) as a
+# ratio with the machine's speed removed; steps that grew by more than 30% are listed. Never fails on a
+# figure (`python -m load.bench.compare ... --strict` does); after a deliberate change:
+# `python -m load.bench.compare load/results/bench.json --write-baseline`.
 bench: install-bench
-	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-enable --benchmark-only load/bench
+	@mkdir -p load/results
+	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-enable --benchmark-only \
+	  --benchmark-json=load/results/bench.json load/bench
+	$(BIN)/python -m load.bench.compare load/results/bench.json
 
 load: install-load
 	bash load/run.sh

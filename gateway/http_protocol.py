@@ -5,7 +5,7 @@ sends its head a byte at a time (slowloris), is held forever, since the keep-ali
 after a response and is cancelled by the first byte of the next request; httptools buffers a head of
 any size; a body that stops arriving keeps the request (and the gateway's upstream connection)
 waiting forever; and the 400 it answers to bytes that are not HTTP carries no decision id and is
-audited nowhere. ``GatewayHttpProtocol`` adds, selected with ``uvicorn.run(..., http=GatewayHttpProtocol)``:
+audited nowhere. ``GatewayHttpProtocol`` adds, selected with ``uvicorn.run(..., http=wired_protocol(...))``:
 
 - Head timeout (``server.header_timeout_seconds``): the head must be complete within that long of the
   connection opening, or of the first byte of a later request on a kept-alive connection (the idle gap
@@ -23,8 +23,8 @@ audited nowhere. ``GatewayHttpProtocol`` adds, selected with ``uvicorn.run(..., 
   where an app that reads the headers after the body arrived would take them for headers.
 - Every refusal it answers itself (400 not HTTP, 408, 431) is problem+json with an ``X-Decision-Id``
   and a ``reason`` member (``not_http``, ``header_timeout``, ``head_too_large``), and is reported to
-  the app's ``protocol_refusal(ProtocolRefusal)`` method, when it has one, so that it can be audited
-  like any other response.
+  the refusal callback it was given (the gateway's ``protocol_refusal``), so that it is audited like
+  any other response.
 
 Upgrade (``Connection: upgrade`` with ``Upgrade: h2c``, ``websocket``, ...) is declined by ignoring it,
 as RFC 9110 section 7.8 lets a server do: the request is decided, audited and answered as the plain
@@ -48,17 +48,24 @@ close tells the client to retry it). uvicorn's own WebSocket hand-over is never 
 libraries are installed: the gateway does not proxy WebSockets. ``CONNECT`` (a tunnel, which llhttp
 also reports as an upgrade) is refused (400).
 
-Limits come from the app's configuration (``app.config.server``), so the class needs no arguments
-and can be named by reference in a multi-worker configuration. What it never does: interleave its
-own answer with a response already being written on the same connection (pipelining); then it
-drops the requests queued behind that response and closes the connection once it is complete.
+Wiring: the protocol is given its limits (``ProtocolLimits``) and the callback its refusals go to,
+explicitly; ``wired_protocol`` binds both into the factory uvicorn is handed as ``http=``. Nothing
+is looked up on the ASGI app, which uvicorn may wrap (its message logger under ``log_level =
+"trace"``, proxy-header middleware, ...): a log level or a middleware can never switch a limit off
+or leave a refusal unaudited, and there are no defaults to fall back to. The factory is a
+``functools.partial`` of module-level names, so it pickles into uvicorn's worker processes.
+What it never does: interleave its own answer with a response already being written on the same
+connection (pipelining); then it drops the requests queued behind that response and closes the
+connection once it is complete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,20 +78,35 @@ from uvicorn.server import ServerState
 from gateway.audit.ids import uuid7
 from gateway.problem import PROBLEM_CONTENT_TYPE, problem_body
 
-#: The private methods of uvicorn's protocol this one overrides. Were one of them gone (it was in some
-#: releases), the override would silently never run and its guard would be off: refuse to load instead.
-OVERRIDDEN = ("_start_asgi_task", "data_received", "on_headers_complete", "on_message_complete")
-_MISSING = [name for name in OVERRIDDEN if not callable(getattr(HttpToolsProtocol, name, None))]
-if _MISSING:  # pragma: no cover - depends on the installed uvicorn
-    raise ImportError(
-        f"the installed uvicorn's HttpToolsProtocol has no {', '.join(_MISSING)}: the gateway's hardened protocol "
-        "relies on it; install a uvicorn in the range pyproject.toml names"
-    )
+#: The methods of uvicorn's protocol this one overrides (several private). Were one of them gone or
+#: renamed (``_start_asgi_task`` is not in every release), the override would silently never run and
+#: its guard would be off: refuse to load instead. ``CALLED`` are the private ones it calls.
+OVERRIDDEN = (
+    "_should_upgrade", "_start_asgi_task", "connection_lost", "connection_made", "data_received",
+    "on_body", "on_header", "on_headers_complete", "on_message_begin", "on_message_complete",
+    "send_400_response",
+)  # fmt: skip
+CALLED = ("_unset_keepalive_if_required",)
+
+
+def missing_in(base: type) -> list[str]:
+    """The names of ``OVERRIDDEN`` and ``CALLED`` that ``base`` (uvicorn's protocol) has no method for."""
+    return [name for name in (*OVERRIDDEN, *CALLED) if not callable(getattr(base, name, None))]
+
+
+def check_uvicorn(base: type) -> None:
+    missing = missing_in(base)
+    if missing:
+        raise ImportError(
+            f"the installed uvicorn's HttpToolsProtocol has no {', '.join(missing)}: the gateway's hardened "
+            "protocol relies on it; install a uvicorn in the range pyproject.toml names"
+        )
+
+
+check_uvicorn(HttpToolsProtocol)
 
 logger = logging.getLogger("gateway.http")
 
-DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
-DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 # Room for the request line and line endings on top of the header limit the app enforces itself.
 REQUEST_LINE_ALLOWANCE = 16 * 1024
 _MAX_TARGET_CHARS = 256
@@ -104,49 +126,37 @@ class ProtocolRefusal:
     target: str  # the request target received so far (truncated), "" if none
 
 
+RefusalHook = Callable[[ProtocolRefusal], None]
+
+
 @dataclass(frozen=True, slots=True)
-class HeadLimits:
-    head_timeout_seconds: float
-    max_head_bytes: int
+class ProtocolLimits:
+    """What the protocol bounds before the app runs (positive, or it refuses to be built)."""
+
+    head_timeout_seconds: float  # a request head must be complete within this
+    max_head_bytes: int  # an incomplete head past this many bytes is answered 431
+    body_idle_seconds: float  # the longest pause allowed between two chunks of a request body
+
+    def __post_init__(self) -> None:
+        for name in ("head_timeout_seconds", "max_head_bytes", "body_idle_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"ProtocolLimits.{name} must be a positive number, not {value!r}")
+
+    @classmethod
+    def configured(cls, *, header_timeout_seconds: float, max_header_bytes: int) -> ProtocolLimits:
+        """From ``server.header_timeout_seconds`` and ``server.max_header_bytes`` (the app answers heads
+        over that limit 431 itself; the protocol's cap leaves room for the request line on top)."""
+        return cls(
+            head_timeout_seconds=float(header_timeout_seconds),
+            max_head_bytes=max_header_bytes + REQUEST_LINE_ALLOWANCE,
+            body_idle_seconds=float(header_timeout_seconds),
+        )
 
 
-def gateway_of(app: Any) -> Any:
-    """The gateway under uvicorn's wrappers: with ``log_level = "trace"`` uvicorn wraps the loaded app
-    in its message logger (and other middleware may wrap it too), each keeping the inner app as ``.app``.
-    A log level must never switch a security control off, so the limits and the refusal hook are looked
-    up on the gateway itself, whatever wraps it. None when no gateway is found (bounded walk)."""
-    node = app
-    for _ in range(16):
-        if node is None:
-            return None
-        if callable(getattr(node, "protocol_refusal", None)) and hasattr(node, "config"):
-            return node
-        node = getattr(node, "app", None)
-    return None
-
-
-_WARNED = False
-
-
-def _warn_no_gateway() -> None:
-    global _WARNED
-    _WARNED = True
-    logger.warning("the HTTP protocol found no gateway under the ASGI app: using the default head limits")
-
-
-def limits_for(app: Any) -> HeadLimits:
-    """The limits configured for ``app`` (the gateway: ``app.config.server``), or the defaults."""
-    gateway = gateway_of(app)
-    if gateway is None and not _WARNED:
-        _warn_no_gateway()
-    server = getattr(getattr(gateway, "config", None), "server", None)
-    timeout = getattr(server, "header_timeout_seconds", DEFAULT_HEAD_TIMEOUT_SECONDS)
-    max_header = getattr(server, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        timeout = DEFAULT_HEAD_TIMEOUT_SECONDS
-    if not isinstance(max_header, int) or max_header <= 0:
-        max_header = DEFAULT_MAX_HEADER_BYTES
-    return HeadLimits(float(timeout), max_header + REQUEST_LINE_ALLOWANCE)
+def wired_protocol(limits: ProtocolLimits, on_refusal: RefusalHook) -> Callable[..., GatewayHttpProtocol]:
+    """The protocol factory to hand uvicorn as ``http=``: every connection gets these limits and hook."""
+    return functools.partial(GatewayHttpProtocol, limits=limits, on_refusal=on_refusal)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -156,12 +166,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         server_state: ServerState,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ProtocolLimits,
+        on_refusal: RefusalHook,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        limits = limits_for(self.app)
         self._head_timeout = limits.head_timeout_seconds
-        self._body_idle = limits.head_timeout_seconds
+        self._body_idle = limits.body_idle_seconds
         self._max_head_bytes = limits.max_head_bytes
+        self._on_refusal = on_refusal
         self._awaiting_head = False
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -380,12 +393,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         return method.decode("latin-1") if isinstance(method, bytes) and self.url else ""
 
     def _report(self, refusal: ProtocolRefusal) -> None:
-        hook = getattr(gateway_of(self.app), "protocol_refusal", None)
-        if hook is None:
-            logger.info("refused a request before the app saw it: %s %s", refusal.status, refusal.reason)
-            return
         try:
-            hook(refusal)
+            self._on_refusal(refusal)
         except Exception:
             logger.exception("protocol_refusal hook failed for %s", refusal.decision_id)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 PROBLEM_CONTENT_TYPE = b"application/problem+json"
 
@@ -32,4 +33,4 @@ def problem_body(status: int, detail: str, *, type_: str = "about:blank", **extr
         "detail": detail,
     }
     doc.update(extra)
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)

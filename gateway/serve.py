@@ -17,80 +17,36 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, ConfigError, load_config
-from gateway.http_protocol import GatewayHttpProtocol
+from gateway import cliconfig
+from gateway.config import Config
+from gateway.http_protocol import ProtocolLimits, ProtocolRefusal, RefusalHook, wired_protocol
 
 CONFIG_ENV = "PRIVACY_GATEWAY_CONFIG"
 logger = logging.getLogger("gateway")
 
 
 def build_gateway(config: Config) -> Any:
-    """Assemble the request path from its parts (imported here so `--help` stays fast)."""
+    """Assemble the request path from its parts (imported here so `--help` stays fast). Every
+    section was checked when the configuration loaded; the components take their sections as they are."""
     from gateway.app import Gateway
     from gateway.audit.log import AuditLog
     from gateway.audit.metrics import build_meter_provider
     from gateway.audit.pseudonyms import key_path, load_or_create_key, pseudonymiser
-    from gateway.audit.settings import AuditSettings
     from gateway.authz.authorizer import Authorizer
     from gateway.authz.prepare import RecordPreparer
-    from gateway.authz.settings import AuthzSettings
     from gateway.identity.authenticator import Authenticator
-    from gateway.identity.settings import IdentitySettings
     from gateway.proxy import UpstreamClient
 
-    identity = config.identity
-    authenticator = Authenticator(
-        IdentitySettings(
-            authority=identity.authority,
-            tenants=identity.tenants,
-            audiences=identity.audiences,
-            leeway_seconds=identity.leeway_seconds,
-            max_token_bytes=identity.max_token_bytes,
-            refresh_interval_seconds=identity.refresh_interval_seconds,
-            unknown_kid_cooldown_seconds=identity.unknown_kid_cooldown_seconds,
-            http_timeout_seconds=identity.http_timeout_seconds,
-            token_cache_size=identity.token_cache_size,
-            max_metadata_bytes=identity.max_metadata_bytes,
-        )
-    )
+    authenticator = Authenticator(config.identity)
     policies = config.policies
-    last_good_dir = Path(policies.last_good_dir or Path(config.audit.path).parent / "policies.last-good")
     authorizer = Authorizer.load_or_last_good(
-        AuthzSettings(
-            policies_dir=policies.dir,
-            route_maps=policies.route_maps,
-            resolver_url=policies.resolver_url or config.upstream.url,
-            resolver_ttl_seconds=policies.resolver_ttl_seconds,
-            resolver_timeout_seconds=policies.resolver_timeout_seconds,
-            decision_cache_size=policies.decision_cache_size,
-            watch=policies.watch,
-            watch_interval_seconds=policies.watch_interval_seconds,
-            shadow_dir=policies.shadow_dir,
-        ),
-        last_good_dir,
+        policies.authz(config.upstream.url), policies.last_good_path(config.audit.path)
     )
     audit = config.audit
     # Metrics go out beside the spans; with no endpoint the no-op provider keeps them free.
     meter_provider = build_meter_provider(audit.otlp_endpoint, audit.service_name) if audit.otlp_endpoint else None
     audit_log = AuditLog(
-        AuditSettings(
-            path=audit.path,
-            mode=audit.mode,
-            queue_size=audit.queue_size,
-            batch_size=audit.batch_size,
-            fail_closed=audit.fail_closed,
-            otlp_endpoint=audit.otlp_endpoint,
-            export_interval_seconds=audit.export_interval_seconds,
-            export_batch_size=audit.export_batch_size,
-            retention_days=audit.retention_days,
-            service_name=audit.service_name,
-            gateway_id=audit.gateway_id,
-            busy_timeout_seconds=audit.busy_timeout_seconds,
-            otlp_timeout_seconds=audit.otlp_timeout_seconds,
-            export_max_backoff_seconds=audit.export_max_backoff_seconds,
-            signing_key_file=audit.signing_key_file,
-            checkpoint_interval_seconds=audit.checkpoint_interval_seconds,
-        ),
+        audit,
         meter_provider=meter_provider,
         # the writer adds the decision's inputs, its shadow decision and its data subjects (authz/prepare.py)
         prepare=RecordPreparer(
@@ -121,19 +77,36 @@ def build_gateway(config: Config) -> Any:
     return gateway
 
 
+_worker_gateway: list[Any] = []  # the gateway this worker process built (app_from_environment)
+
+
 def app_from_environment() -> Any:
     """uvicorn factory for worker processes."""
-    path = os.environ.get(CONFIG_ENV) or None
-    return build_gateway(load_config(path))
+    gateway = build_gateway(cliconfig.load(os.environ.get(CONFIG_ENV) or None))
+    _worker_gateway[:] = [gateway]
+    return gateway
 
 
-def uvicorn_options(config: Config) -> dict[str, Any]:
+def refusal_in_worker(refusal: ProtocolRefusal) -> None:
+    """The refusal hook of a worker's protocol: the parent wires it by name (it pickles), and it audits
+    with the gateway the worker built, which uvicorn loads before the worker accepts a connection."""
+    if not _worker_gateway:
+        raise RuntimeError("a protocol refusal before this worker built its gateway")
+    _worker_gateway[0].protocol_refusal(refusal)
+
+
+def uvicorn_options(config: Config, on_refusal: RefusalHook) -> dict[str, Any]:
+    """uvicorn's settings for ``config``; what the HTTP layer refuses itself goes to ``on_refusal``."""
     server = config.server
+    limits = ProtocolLimits.configured(
+        header_timeout_seconds=server.header_timeout_seconds, max_header_bytes=server.max_header_bytes
+    )
     return {
         "host": server.host,
         "port": server.port,
         "loop": "uvloop",
-        "http": GatewayHttpProtocol,  # httptools with head/body timeouts, head size cap, no trailers
+        # httptools with head/body timeouts, head size cap, no trailers, given its limits and hook explicitly
+        "http": wired_protocol(limits, on_refusal),
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
@@ -148,7 +121,6 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
 def run(config: Config, config_path: str | None, app: Any = None) -> int:
     import uvicorn
 
-    options = uvicorn_options(config)
     if config.server.workers > 1:
         if config.server.mode == "ext-authz" and not config.server.delegation_secret:
             # A check in one worker delegates to the proxy path in any worker: they share one key.
@@ -157,9 +129,11 @@ def run(config: Config, config_path: str | None, app: Any = None) -> int:
             os.environ["GATEWAY_SERVER_DELEGATION_SECRET"] = new_secret()
         if config_path:
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+        options = uvicorn_options(config, refusal_in_worker)
         uvicorn.run("gateway.serve:app_from_environment", factory=True, workers=config.server.workers, **options)
     else:
-        uvicorn.run(app if app is not None else build_gateway(config), **options)
+        gateway = app if app is not None else build_gateway(config)
+        uvicorn.run(gateway, **uvicorn_options(config, gateway.protocol_refusal))
     return 0
 
 
@@ -173,11 +147,7 @@ def command(args: argparse.Namespace) -> int:
         env["GATEWAY_SERVER_WORKERS"] = str(args.workers)
     if args.mode:
         env["GATEWAY_SERVER_MODE"] = args.mode
-    try:
-        config = load_config(args.config, environ=env)
-    except ConfigError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
+    config = cliconfig.load_or_exit(args.config, environ=env)  # a refused value: one line, exit 2
     from gateway.audit.pseudonyms import PseudonymKeyError, key_path, load_or_create_key
     from gateway.demo.ports import PortUnavailable, busy_message, check_port
 
@@ -189,7 +159,7 @@ def command(args: argparse.Namespace) -> int:
     from gateway.assertion import AssertionSigner, assertion_key_path
     from gateway.audit import signing
 
-    audit_key = config.audit.signing_key_file or f"{config.audit.path}.signing-key"
+    audit_key = config.audit.signing_key_path
     for name, make in (
         ("audit.signing_key_file", lambda: signing.load_or_create_key(Path(audit_key))),
         ("upstream.assertion_key_file", lambda: AssertionSigner(
@@ -214,11 +184,8 @@ def command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from gateway.authz.errors import PolicyError
 
-    try:  # every component's settings checked and the policies loaded before anything listens
+    try:  # the policies loaded before anything listens
         app = build_gateway(config)
-    except ValueError as exc:  # a setting a component refuses: the message names its key
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
     except PolicyError as exc:
         for line in exc.diagnostics:
             print(line, file=sys.stderr)

@@ -14,11 +14,11 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway import cliconfig
 from gateway.audit.checkpoints import read_entries, store_entries
 from gateway.audit.clickhouse import DEFAULT_TABLE, clickhouse_count, clickhouse_query
 from gateway.audit.export import OutboxExporter, otlp_span_exporter
@@ -153,36 +153,15 @@ class _Configured:
 
 
 def _configured(args: argparse.Namespace) -> _Configured:
-    """The ``audit.*`` keys the commands use: --path wins, then the configuration (file + environment)."""
-    config_path = getattr(args, "config", None)
-    values: dict[str, Any] = {
-        "path": _DEFAULTS.path, "retention_days": _DEFAULTS.retention_days,
-        "otlp_endpoint": _DEFAULTS.otlp_endpoint, "service_name": _DEFAULTS.service_name,
-        "signing_key_file": _DEFAULTS.signing_key_file,
-    }
-    try:
-        from gateway.config import ConfigError, load_config
-    except ImportError:
-        if config_path:
-            with open(config_path, "rb") as handle:
-                section = tomllib.load(handle).get("audit", {})
-            values.update({key: section[key] for key in values if key in section})
-        for key in values:
-            env = os.environ.get(f"GATEWAY_AUDIT_{key.upper()}")
-            if env is not None:
-                values[key] = env
-    else:
-        try:
-            audit = load_config(config_path).audit
-        except ConfigError as exc:
-            raise ValueError(f"configuration: {exc}") from exc
-        values = {key: getattr(audit, key) for key in values}
+    """The ``audit.*`` keys the commands use: --path wins, then ``[audit]`` of the configuration (file +
+    environment, as ``gateway serve`` reads it); a refused value is one line and exit 2."""
+    audit = cliconfig.section_or_exit(AuditSettings, getattr(args, "config", None))
     return _Configured(
-        path=getattr(args, "path", None) or str(values["path"]),
-        retention_days=int(values["retention_days"]),
-        otlp_endpoint=str(values["otlp_endpoint"]),
-        service_name=str(values["service_name"]),
-        signing_key_file=str(values["signing_key_file"]),
+        path=getattr(args, "path", None) or audit.path,
+        retention_days=audit.retention_days,
+        otlp_endpoint=audit.otlp_endpoint,
+        service_name=audit.service_name,
+        signing_key_file=audit.signing_key_file,
     )
 
 

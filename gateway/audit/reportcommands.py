@@ -82,13 +82,11 @@ def progress(what: str) -> Iterator[None]:
 
 def _settings(args: argparse.Namespace) -> tuple[str, Callable[[str], str] | None, AuditFilter]:
     """(store path, the pseudonym function or None without a key file, the window)."""
+    from gateway import cliconfig
     from gateway.audit.pseudonyms import PseudonymKeyError, key_path, load_or_create_key, pseudonymiser
-    from gateway.config import ConfigError, load_config
+    from gateway.audit.settings import AuditSettings
 
-    try:
-        audit = load_config(args.config).audit
-    except ConfigError as exc:
-        raise ValueError(f"configuration: {exc}") from None
+    audit = cliconfig.section_or_exit(AuditSettings, args.config)  # a refused value: one line, exit 2
     path = args.path or audit.path
     now = time.time()
     try:

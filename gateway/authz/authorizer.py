@@ -1,198 +1,48 @@
-"""The authorizer the request path calls: match, check the request's inputs, resolve facts, decide, mask."""
+"""The authorizer the request path calls: match, decide (``gateway/authz/decide.py``), remember, review.
+
+It owns the policy bundle's life (load, last good copy, hot reload under a lock, shadow set), the route
+match and whole-decision memos of the bundle, the fetch of a record's facts for ``facts_from`` routes,
+and the review of the upstream's answer. Deciding itself is ``decide_request`` with the resolvers as
+its fact source, the same function ``gateway policy test`` runs with a case's facts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from gateway.adapters.pathnorm import PathRejected, normalise_path
-from gateway.adapters.routemap import LiftRule, Route, RouteMatch
+from gateway.adapters.routemap import RouteMatch
 from gateway.authz import lastgood
-from gateway.authz.decision import (
-    DEFAULT_DENY,
-    GATEWAY_SOURCE,
-    Basis,
-    Decision,
-    Verdict,
-    fail_closed_reason,
-)
-from gateway.authz.emails import canonical_email
+from gateway.authz.decide import decide_request, refusal, unmapped_reasons
+from gateway.authz.decision import Decision
 from gateway.authz.engine import BundleFiles, PolicyEngine
 from gateway.authz.errors import PolicyError, ResolverError
-from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
-from gateway.authz.manifests import RECIPIENT
-from gateway.authz.masking import apply_masks
-from gateway.authz.resolvers import Resolvers
+from gateway.authz.resolvers import ResolvedFacts, Resolvers
 from gateway.authz.review import ResponseReview, fail_closed, review, review_prefetched
 from gateway.authz.settings import AuthzSettings
 from gateway.identity.principal import Principal
 
 logger = logging.getLogger("gateway.authz")
 
-CONSENT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-MAX_PURPOSE_LENGTH = 128
-
-
-def unmapped_reasons() -> list[dict[str, str]]:
-    return [
-        {
-            "policy": DEFAULT_DENY,
-            "source": "route maps",
-            "clause": "No route of the route maps matches this method and path; unmapped requests are denied.",
-        }
-    ]
-
-
-class InvalidInput(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[str, str], ...]:
-    """The lifted ``(name, value)`` pairs; ``InvalidInput`` for a malformed body or field."""
-    if not rules:
-        return ()
-    document: Any = None
-    if body:
-        try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
-            raise InvalidInput("bad_body", "the request body is not valid JSON") from None
-    lifted: list[tuple[str, str]] = []
-    for rule in rules:
-        node: Any = document
-        for token in rule.pointer.tokens:
-            if isinstance(node, dict) and token in node:
-                node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                node = node[int(token)]
-            else:
-                node = None
-                break
-        if node is None:
-            if rule.required:
-                raise InvalidInput("bad_body", f"the request body needs {rule.pointer.text}")
-            continue
-        if not isinstance(node, str) or not node.strip() or len(node) > rule.max_length:
-            raise InvalidInput("bad_body", f"{rule.pointer.text} must be a string of 1 to {rule.max_length} characters")
-        value = node.strip()
-        if rule.kind == "email":
-            try:
-                value = canonical_email(value)
-            except ValueError as exc:
-                raise InvalidInput("bad_body", f"{rule.pointer.text} must be an e-mail address: {exc}") from None
-        lifted.append((rule.name, value))
-    return tuple(sorted(lifted))
+# How long a whole decision is reused for a repeat of the same request (gateway/authz/authorizer.py
+# ``Authorizer.authorize``). Short next to the resolvers' TTL, so a fact that changed upstream is seen
+# at most this much later than without the memo.
+DECISION_MEMO_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
-class CheckedInputs:
-    purpose: str
-    recipient: str | None
-    consent_ref: str | None
-    body: tuple[tuple[str, str], ...]
+class DecisionMemo:
+    """A decision kept for repeats of one request shape by one verified principal."""
 
-
-def check_inputs(
-    engine: PolicyEngine,
-    route: Route,
-    purpose: str | None,
-    recipient: str | None,
-    consent_ref: str | None,
-    body: bytes | None,
-) -> CheckedInputs:
-    """The request's headers and lifted body, checked and normalised; ``InvalidInput`` (a 400) if not."""
-    if purpose is None or not purpose.strip():
-        raise InvalidInput("missing_purpose", "X-Purpose is required: the purpose of processing")
-    purpose = purpose.strip()
-    if len(purpose) > MAX_PURPOSE_LENGTH or purpose not in engine.taxonomy.purposes:
-        raise InvalidInput("unknown_purpose", f"X-Purpose {purpose[:MAX_PURPOSE_LENGTH]!r} is not a known purpose")
-    return CheckedInputs(
-        purpose=purpose,
-        recipient=_check_recipient(recipient, "recipient" in route.require),
-        consent_ref=_check_consent_ref(consent_ref, "consent" in route.require),
-        body=lift_body(route.lift, body),
-    )
-
-
-def make_decision(
-    engine: PolicyEngine, facts: Facts, verdict: Verdict, cached: bool, consent_ref: str | None,
-    subjects: tuple[str, ...] = (),
-) -> Decision:
-    route = facts.route
-    reviews_record = (
-        verdict.allowed and bool(route.response_facts) and route.facts_from is None and engine.reads_record(facts)
-    )
-    return Decision(
-        allowed=verdict.allowed,
-        status=verdict.status,
-        reason=verdict.reason,
-        detail=verdict.detail,
-        policy_ids=verdict.policy_ids,
-        reasons=list(verdict.reasons),
-        masks=verdict.masks,
-        action=route.action,
-        resource_type=route.resource_type,
-        resource_id=facts.resource_id,
-        resource_tenant=facts.tenant,
-        route=route.template,
-        route_id=route.id,
-        categories=route.categories,
-        purpose=facts.purpose,
-        recipient=facts.recipient or "",
-        consent_ref=consent_ref or "",
-        policy_hash=engine.policy_hash,
-        cached=cached,
-        reviews_record=reviews_record,
-        basis=Basis(engine, facts),
-        subjects=subjects,
-        reads_subjects=route.subjects.reads_answer,
-    )
-
-
-def refusal(
-    engine: PolicyEngine,
-    match: RouteMatch,
-    status: int,
-    reason: str,
-    detail: str,
-    purpose: str | None,
-    recipient: str | None,
-    consent_ref: str | None,
-    reasons: list[dict[str, str]] | None = None,
-) -> Decision:
-    """A decision made before Cedar was asked: bad input (400) or a fact that could not be had (403)."""
-    if reasons is None:
-        reasons = [{"policy": "request-check", "source": GATEWAY_SOURCE, "clause": detail}]
-    route = match.route
-    return Decision(
-        allowed=False,
-        status=status,
-        reason=reason,
-        detail=detail,
-        policy_ids=tuple(r["policy"] for r in reasons),
-        reasons=reasons,
-        action=route.action,
-        resource_type=route.resource_type,
-        resource_id=match.resource_id,
-        resource_tenant=match.tenant or "",
-        route=route.template,
-        route_id=route.id,
-        categories=route.categories,
-        purpose=(purpose or "")[:MAX_PURPOSE_LENGTH],
-        recipient=(recipient or "")[:64],
-        consent_ref=(consent_ref or "")[:128],
-        policy_hash=engine.policy_hash,
-    )
+    principal: Principal  # held, so the ``id()`` in the key cannot be reused while the entry lives
+    decision: Decision
+    expires_at: float  # within DECISION_MEMO_SECONDS, and never past the token's ``exp``
+    second: int | None  # the second it holds for, when a policy reads the time
 
 
 class Authorizer:
@@ -212,6 +62,7 @@ class Authorizer:
             timeout_seconds=settings.resolver_timeout_seconds,
             capacity=settings.resolver_cache_size,
         )
+        self.facts = ResolvedFacts(self.resolvers)
         self.last_error: str | None = None
         self.last_good_dir: Path | None = None
         self.reloads = 0
@@ -371,8 +222,20 @@ class Authorizer:
 
         ``raw_path`` is the percent-encoded path as received (ASGI ``raw_path``), which is what the
         upstream will decode; when given it is what is matched, and the decoded ``path`` must agree
-        with it. Without it, ``path`` itself is taken as the raw path.
+        with it. Without it, ``path`` itself is taken as the raw path. Remembered per bundle
+        (``PolicyEngine.route_matches``): clients repeat their paths, and normalising and matching cost
+        more than the lookup.
         """
+        matches = self.engine.route_matches
+        key = (method, path, raw_path)
+        known = matches.get(key)
+        if known is not None:
+            return known[0]
+        match = self._match(method, path, raw_path)
+        matches.put(key, (match,))
+        return match
+
+    def _match(self, method: str, path: str, raw_path: bytes | str | None) -> RouteMatch | None:
         if raw_path is None:
             return self.engine.routes.match(method, path)
         try:
@@ -385,23 +248,6 @@ class Authorizer:
 
     def unmapped_reasons(self) -> list[dict[str, str]]:
         return unmapped_reasons()
-
-    def unmapped_decision(self, method: str, raw_path: str | bytes) -> Decision:
-        """A ready-made default-deny decision for a request that matched no route."""
-        try:
-            normalise_path(raw_path)
-            reason, detail = "unmapped", f"no route for {method} on this path"
-        except PathRejected as exc:
-            reason, detail = "ambiguous_path", f"the path is not in canonical form: {exc.reason}"
-        return Decision(
-            False,
-            403,
-            reason,
-            detail,
-            (DEFAULT_DENY,),
-            unmapped_reasons(),
-            policy_hash=self.engine.policy_hash,
-        )
 
     def body_needed(self, match: RouteMatch) -> int:
         """How many body bytes to buffer for lifting fields (0: stream the body untouched)."""
@@ -419,7 +265,14 @@ class Authorizer:
         body: bytes | None,
         now: float,
     ) -> Decision:
-        """Decide one request. Never raises: bad input is a 400 decision, anything else denies (403)."""
+        """Decide one request. Never raises: bad input is a 400 decision, anything else denies (403).
+
+        A repeat (same verified token, route, canonical path, purpose, recipient and consent, no lifted
+        body) within ``DECISION_MEMO_SECONDS`` gets the same decision without rebuilding its facts; the
+        memo belongs to the policy bundle (a reload starts a new one), never outlives the token's
+        ``exp``, holds for one second when a policy reads the time, and keeps no refusal that was not
+        Cedar's (bad input, a fact that could not be had) nor a decision made on a fetched record.
+        """
         engine = self.engine
         route = engine.routes.by_id.get(match.route.id)
         if route is not match.route:  # the route maps were reloaded since matching
@@ -438,63 +291,30 @@ class Authorizer:
                 )
             match = rematched
             route = match.route
-        try:
-            inputs = check_inputs(engine, route, purpose, recipient, consent_ref, body)
-        except InvalidInput as exc:
-            return refusal(engine, match, 400, exc.reason, exc.detail, purpose, recipient, consent_ref)
-        purpose, recipient, consent_ref = inputs.purpose, inputs.recipient, inputs.consent_ref
-        tenant = match.tenant or principal.tenant
-        owner = match.owner
-        if owner == "me":
-            owner = principal.id
-        try:
-            tenant_facts, consent, owner = await self._resolve(principal, match, tenant, owner, consent_ref)
-        except ResolverError as exc:
-            logger.warning("resolver failed, denying: %s", exc)
-            return refusal(
-                engine,
-                match,
-                403,
-                "resolver_error",
-                "a fact the decision needs is unavailable",
-                purpose,
-                recipient,
-                consent_ref,
-                reasons=[fail_closed_reason(f"{exc}; denied because the decision cannot be made")],
-            )
-        except Exception:  # fail closed on anything unexpected
-            logger.exception("resolving facts failed, denying")
-            return refusal(
-                engine,
-                match,
-                403,
-                "resolver_error",
-                "a fact the decision needs is unavailable",
-                purpose,
-                recipient,
-                consent_ref,
-                reasons=[fail_closed_reason("resolving the facts failed; denied")],
-            )
-        facts = Facts(
-            principal=principal,
-            route=route,
-            resource_id=match.resource_id,
-            tenant=tenant,
-            owner=owner,
-            purpose=purpose,
-            recipient=recipient,
-            consent=consent,
-            body=inputs.body,
-            tenant_facts=tenant_facts,
-            time=int(now),
-        )
-        verdict, cached = engine.decide(facts)
-        subjects: tuple[str, ...] = ()
-        if route.subjects.from_request:
-            subjects = route.subjects.request_keys(match.params, principal.id, inputs.body)
-        decision = make_decision(engine, facts, verdict, cached, consent_ref, subjects)
-        if decision.allowed and route.facts_from is not None and engine.reads_record(facts):
-            decision = await self._review_before_forwarding(decision, match, now)
+        memo_key: tuple[object, ...] | None = None
+        if body is None:
+            memo_key = (id(principal), route.id, match.path, purpose, recipient, consent_ref)
+            memo: DecisionMemo | None = engine.decision_memo.get(memo_key)
+            if (
+                memo is not None
+                and memo.principal is principal
+                and now < memo.expires_at
+                and (memo.second is None or memo.second == int(now))
+            ):
+                return memo.decision
+        decision = await decide_request(
+            engine, principal, match, self.facts,
+            purpose=purpose, recipient=recipient, consent_ref=consent_ref, body=body, now=now,
+        )  # fmt: skip
+        basis = decision.basis  # None: refused before Cedar was asked (bad input, a fact not had)
+        if basis is None:
+            return decision
+        if decision.allowed and route.facts_from is not None and engine.reads_record(basis.facts):
+            return await self._review_before_forwarding(decision, match, now)
+        if memo_key is not None:
+            expires_at = min(now + DECISION_MEMO_SECONDS, principal.expires_at)
+            second = int(now) if engine.time_dependent(basis.facts) else None
+            engine.decision_memo.put(memo_key, DecisionMemo(principal, decision, expires_at, second))
         return decision
 
     async def _review_before_forwarding(self, decision: Decision, match: RouteMatch, now: float) -> Decision:
@@ -542,62 +362,3 @@ class Authorizer:
                 ),
                 b"",
             )
-
-    def mask(self, decision: Decision, body: bytes) -> tuple[bytes, tuple[str, ...]]:
-        """Apply the decision's masks to a JSON body: (masked body, concrete pointers masked).
-
-        Raises ``ValueError`` when the body is not JSON (the caller must not pass it on). Kept for
-        compatibility: ``review_response`` does this and checks the record's facts too.
-        """
-        return apply_masks(body, decision.masks)
-
-    # --- helpers --------------------------------------------------------------------------------
-
-    async def _resolve(
-        self, principal: Principal, match: RouteMatch, tenant: str, owner: str | None, consent_ref: str | None
-    ) -> tuple[TenantFacts, ConsentFacts | None, str | None]:
-        resolvers = self.resolvers
-        route = match.route
-        settings = await resolvers.tenant_settings(tenant)
-        optouts = await resolvers.optouts(tenant) if "optouts" in route.resolve and settings is not None else None
-        retention = None
-        if route.tenant_retention is not None and settings is not None:
-            retention = (settings.get("retention_days") or {}).get(route.tenant_retention)
-        tenant_facts = TenantFacts(
-            tenant=tenant,
-            known=settings is not None,
-            call_recording_enabled=settings.get("call_recording_enabled") if settings is not None else None,
-            optouts=optouts,
-            retention_days=retention,
-        )
-        consent = None
-        if consent_ref is not None:
-            consent = await resolvers.consent(consent_ref)
-            if consent is not None and consent.tenant != principal.tenant:
-                consent = None  # a consent recorded in another tenant means nothing here
-        if "consent_owner" in route.resolve:
-            record = await resolvers.consent(match.resource_id) if match.resource_id else None
-            owner = record.subject if record is not None and record.tenant == principal.tenant else None
-        return tenant_facts, consent, owner
-
-
-def _check_recipient(recipient: str | None, required: bool) -> str | None:
-    if recipient is None or not recipient.strip():
-        if required:
-            raise InvalidInput("missing_recipient", "X-Recipient is required on this route: the receiving party")
-        return None
-    value = recipient.strip().lower()
-    if not RECIPIENT.fullmatch(value):
-        raise InvalidInput("bad_recipient", "X-Recipient must be a lower-case identifier such as 'salesforce'")
-    return value
-
-
-def _check_consent_ref(consent_ref: str | None, required: bool) -> str | None:
-    if consent_ref is None or not consent_ref.strip():
-        if required:
-            raise InvalidInput("missing_consent", "X-Consent-Ref is required on this route")
-        return None
-    value = consent_ref.strip()
-    if not CONSENT_REF.fullmatch(value):
-        raise InvalidInput("bad_consent_ref", "X-Consent-Ref must be a consent id")
-    return value

@@ -49,11 +49,11 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.adapters.routemap import FieldRule, Pointer, Route, RouteMatch
-from gateway.authz.authorizer import InvalidInput, check_inputs, make_decision, refusal, unmapped_reasons
+from gateway.authz.decide import decide_request, run_without_suspending, unmapped_reasons
 from gateway.authz.decision import DEFAULT_DENY, Decision
 from gateway.authz.emails import canonical_or_folded
 from gateway.authz.engine import PolicyEngine
-from gateway.authz.facts import ConsentFacts, Facts, TenantFacts
+from gateway.authz.facts import ConsentFacts, TenantFacts
 from gateway.authz.recordfacts import FactError, read_facts
 from gateway.authz.review import ResponseReview, fail_closed, review, review_prefetched
 from gateway.identity.principal import Principal
@@ -303,6 +303,21 @@ def synthetic_route(action: str, resource: Mapping[str, Any]) -> Route:
     )
 
 
+class CaseFacts:
+    """The ``FactSource`` of a policy case (``gateway/authz/decide.py``): its tenant tables and its one
+    consent, answered at once, so a case is decided by the same function as traffic."""
+
+    def __init__(self, case: Case) -> None:
+        self.case = case
+
+    async def tenant_facts(self, tenant: str, route: Route) -> TenantFacts:
+        return _tenant_facts(self.case, tenant, route)
+
+    async def consent(self, consent_id: str) -> ConsentFacts | None:
+        consent = self.case.consent
+        return consent if consent is not None and consent.id == consent_id else None
+
+
 def _tenant_facts(case: Case, tenant: str, route: Route) -> TenantFacts:
     raw = case.tenants.get("*") or case.tenants.get(tenant) or {}
     known = bool(raw.get("known", True))
@@ -381,33 +396,12 @@ def _decide_case(engine: PolicyEngine, case: Case) -> Decision:
         if case.resource.get("owner"):
             params["owner"] = str(case.resource["owner"])
         match = RouteMatch(route, "", MappingProxyType(params))
-    route = match.route
-    try:
-        inputs = check_inputs(engine, route, case.purpose, case.recipient, None, case.body)
-    except InvalidInput as exc:
-        return refusal(engine, match, 400, exc.reason, exc.detail, case.purpose, case.recipient, None)
-    tenant = match.tenant or principal.tenant
-    owner = match.owner
-    if owner == "me":
-        owner = principal.id
-    consent = case.consent if case.consent is not None and case.consent.tenant == principal.tenant else None
-    if "consent_owner" in route.resolve:
-        owner = case.consent.subject if case.consent is not None and case.consent.id == match.resource_id else None
-    facts = Facts(
-        principal=principal,
-        route=route,
-        resource_id=match.resource_id,
-        tenant=tenant,
-        owner=owner,
-        purpose=inputs.purpose,
-        recipient=inputs.recipient,
-        consent=consent,
-        body=inputs.body,
-        tenant_facts=_tenant_facts(case, tenant, route),
-        time=case.time,
-    )
-    verdict, cached = engine.decide(facts)
-    return make_decision(engine, facts, verdict, cached, case.consent.id if case.consent else None)
+    decision = decide_request(
+        engine, principal, match, CaseFacts(case),
+        purpose=case.purpose, recipient=case.recipient, consent_ref=case.consent.id if case.consent else None,
+        body=case.body, now=case.time,
+    )  # fmt: skip
+    return run_without_suspending(decision)
 
 
 def _check_synthetic(engine: PolicyEngine, route: Route) -> None:

@@ -168,15 +168,11 @@ def _table(changes: Sequence[dict[str, Any]]) -> str:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from gateway import cliconfig
     from gateway.audit.query import QueryError, parse_time
     from gateway.audit.schema import StoreError, connect_reader
-    from gateway.config import ConfigError, load_config
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"gateway policy replay: configuration error: {exc}", file=sys.stderr)
-        return 1
+    config = cliconfig.load_or_exit(args.config)  # a refused value: one line, exit 2
     route_maps = tuple(args.route_maps or config.policies.route_maps)
     try:
         candidate = PolicyEngine.load(args.candidate, route_maps)

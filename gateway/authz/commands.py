@@ -21,10 +21,9 @@ POLICY_COMMAND_MODULES = ("gateway.authz.policytest", "gateway.authz.matrix", "g
 
 
 def _defaults() -> tuple[str, tuple[str, ...]]:
-    from gateway.config import PoliciesConfig
+    from gateway.authz.settings import DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
-    config = PoliciesConfig()
-    return config.dir, tuple(config.route_maps)
+    return DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
 
 def register(subparsers: Any) -> None:

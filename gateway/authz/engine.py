@@ -16,10 +16,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cedarpy
 
-from gateway.adapters.routemap import Route, RouteMapError, RouteTable
+from gateway.adapters.routemap import Route, RouteMapError, RouteMatch, RouteTable
 from gateway.authz.cedarsource import SchemaShape, schema_shape
 from gateway.authz.decision import (
     DEFAULT_DENY,
@@ -95,11 +96,16 @@ class PolicyEngine:
         self.index = PolicyIndex(policies)
         self.entities = EntityBuilder(manifests, roles)
         self.decisions: LRU[tuple[object, ...], Verdict] = LRU(decision_cache_size)
+        # whole decisions of repeated requests (gateway/authz/authorizer.py ``DecisionMemo``)
+        self.decision_memo: LRU[tuple[object, ...], Any] = LRU(decision_cache_size)
         self.entity_handles: LRU[tuple[object, ...], cedarpy.Entities] = LRU(entity_cache_size)
         # (field key, category) -> (hiding policies or None,); a 1-tuple so a cached "visible" is not a miss
         self.field_decisions: LRU[tuple[object, ...], tuple[tuple[str, ...] | None]] = LRU(decision_cache_size)
         self._verdicts: dict[tuple[bool, tuple[str, ...]], Verdict] = {}
         self.route_slices: LRU[tuple[object, ...], tuple[Slice, Slice | None]] = LRU(4096)
+        # (method, path, raw path) -> (the route it maps to, or None: unmapped or ambiguous,); a 1-tuple so
+        # a remembered "unmapped" is not a miss. Part of the bundle: a reload starts with an empty one.
+        self.route_matches: LRU[tuple[str, str, bytes | str | None], tuple[RouteMatch | None]] = LRU(4096)
         self.route_masks: LRU[tuple[object, ...], tuple[MaskRule, ...]] = LRU(decision_cache_size)
         self.validate_requests = validate_requests
         self._request_schema = schema if validate_requests else None
@@ -273,6 +279,22 @@ class PolicyEngine:
             verdict = Verdict(True, 200, "ok", verdict.detail, verdict.policy_ids, verdict.reasons, masks)
         self.decisions.put(key, verdict)
         return verdict, False
+
+    def time_dependent(self, facts: Facts) -> bool:
+        """Whether a policy that can decide ``facts`` reads the time (so a decision holds for its second
+        only). Never raises: True on error."""
+        try:
+            route, principal = facts.route, facts.principal
+            slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
+            slices = self.route_slices.get(slices_key)
+            if slices is None:
+                slices = self._slices_for(route, principal, facts.purpose)
+                self.route_slices.put(slices_key, slices)
+            main, fields = slices
+            return main.uses_time or (fields is not None and fields.uses_time)
+        except Exception:
+            logger.exception("slicing failed while asking whether a policy reads the time")
+            return True
 
     def reads_record(self, facts: Facts) -> bool:
         """Whether a policy that can decide ``facts`` looks at ``context.record`` (so the record's facts

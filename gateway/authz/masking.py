@@ -13,6 +13,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from gateway.adapters.routemap import MaskStyle
 from gateway.authz.decision import MaskRule
 
@@ -67,7 +69,22 @@ def mask_document(document: Any, masks: Iterable[MaskRule]) -> tuple[Any, list[s
 
 
 def dump(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (kept exact by ``load(exact=True)``)
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def load(body: bytes, *, exact: bool = False) -> Any:
+    """Parse a JSON answer; raises ``ValueError`` when it is not JSON (callers refuse, never pass on).
+
+    orjson (strict RFC 8259, nesting up to 1024) is several times faster, but reads an integer beyond
+    64 bits as a float. That is harmless where the document is only read (facts, subjects) and wrong
+    where it is written back out masked, so ``exact`` (a document that will be re-serialised) uses the
+    standard library, which keeps every number as sent."""
+    if exact:
+        return json.loads(body)
+    return orjson.loads(body)
 
 
 def apply_masks(body: bytes, masks: Iterable[MaskRule]) -> tuple[bytes, tuple[str, ...]]:
@@ -75,7 +92,7 @@ def apply_masks(body: bytes, masks: Iterable[MaskRule]) -> tuple[bytes, tuple[st
     if not rules:
         return body, ()
     try:
-        document, masked = mask_document(json.loads(body), rules)
+        document, masked = mask_document(load(body, exact=True), rules)
     except RecursionError:
         raise ValueError("the JSON document is nested too deeply to mask") from None
     if not masked:

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.adapters.routemap import Route
-from gateway.authz.authorizer import InvalidInput, check_inputs
+from gateway.authz.decide import InvalidInput, check_inputs
 from gateway.authz.emails import canonical_or_folded
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.errors import PolicyError
@@ -412,10 +412,9 @@ def format_json(matrix: Matrix) -> str:
 
 
 def _defaults() -> tuple[str, tuple[str, ...]]:
-    from gateway.config import PoliciesConfig
+    from gateway.authz.settings import DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
-    config = PoliciesConfig()
-    return config.dir, tuple(config.route_maps)
+    return DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

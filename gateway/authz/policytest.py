@@ -50,7 +50,7 @@ import json
 import sys
 import tomllib
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,12 +58,13 @@ from typing import Any
 import cedarpy
 
 from gateway.authz.cases import Case, CaseError, evaluate_case_review, mismatches, parse_case
-from gateway.authz.decision import Decision, Verdict
+from gateway.authz.decision import Decision
 from gateway.authz.engine import FIELD_ACTION, PolicyEngine
 from gateway.authz.entities import context_json, field_requests
 from gateway.authz.errors import PolicyError
 from gateway.authz.facts import Facts
 from gateway.authz.policyset import build_policy_set
+from gateway.authz.review import ResponseReview
 from gateway.identity.claims import principal_from_claims
 from gateway.identity.devtokens import token_claims
 from gateway.identity.principal import Principal
@@ -397,16 +398,17 @@ class Report:
         return 100.0 * self.covered / self.total if self.total else 100.0
 
 
-class _FactsTap:
-    """Wraps ``engine.decide`` to keep the facts of the last decision (for field coverage)."""
-
-    def __init__(self, decide: Callable[[Facts], tuple[Verdict, bool]]) -> None:
-        self.decide = decide
-        self.last: Facts | None = None
-
-    def __call__(self, facts: Facts) -> tuple[Verdict, bool]:
-        self.last = facts
-        return self.decide(facts)
+def decided_facts(decision: Decision, reviewed: ResponseReview | None) -> Facts | None:
+    """The facts Cedar last decided for a case: the request's, with the record's when one was read
+    (fetched before forwarding, or the last record of the answer). None when Cedar was not asked."""
+    basis = decision.basis
+    if basis is None:
+        return None
+    if decision.record_facts is not None:
+        return basis.facts.with_record(decision.record_facts, decision.record_time)
+    if reviewed is not None and reviewed.reviewed:
+        return basis.facts.with_record(reviewed.reviewed[-1][0], reviewed.reviewed_at)
+    return basis.facts
 
 
 def field_policy_set(engine: PolicyEngine) -> cedarpy.PolicySet | None:
@@ -434,11 +436,8 @@ def _field_permits(
     return {policy for result in results if result.allowed for policy in result.diagnostics.reasons}
 
 
-def run_case(
-    engine: PolicyEngine, suite_case: SuiteCase, tap: _FactsTap, fields_handle: cedarpy.PolicySet | None = None
-) -> Outcome:
+def run_case(engine: PolicyEngine, suite_case: SuiteCase, fields_handle: cedarpy.PolicySet | None = None) -> Outcome:
     case = suite_case.case
-    tap.last = None
     try:
         decision, reviewed = evaluate_case_review(engine, case)
     except CaseError as exc:
@@ -453,8 +452,9 @@ def run_case(
         determined.update(mask.policies)
     if reviewed is not None:
         determined.update(reviewed.policies)  # the policies that withheld items of a list
-    if decision.allowed and tap.last is not None:
-        determined |= _field_permits(engine, fields_handle, tap.last, decision)
+    facts = decided_facts(decision, reviewed) if decision.allowed else None
+    if facts is not None:
+        determined |= _field_permits(engine, fields_handle, facts, decision)
     return Outcome(suite_case, decision, problems, frozenset(determined), reviewed.withheld if reviewed else ())
 
 
@@ -482,13 +482,8 @@ def run_suites(
     cases: list[SuiteCase] = []
     for path in suite_files:
         cases.extend(load_suite(path, engine, fixtures))
-    tap = _FactsTap(engine.decide)
-    setattr(engine, "decide", tap)  # noqa: B010 - observe the facts without changing the decision
-    try:
-        fields_handle = field_policy_set(engine)
-        outcomes = [run_case(engine, c, tap, fields_handle) for c in cases]
-    finally:
-        delattr(engine, "decide")
+    fields_handle = field_policy_set(engine)
+    outcomes = [run_case(engine, c, fields_handle) for c in cases]
     determined = set().union(*(o.determined for o in outcomes)) if outcomes else set()
     groups: dict[str, list[str]] = {}
     for policy in engine.policies.policies:
@@ -573,10 +568,9 @@ def format_report(report: Report, *, coverage: bool, verbose: bool = False) -> s
 
 
 def _defaults() -> tuple[str, tuple[str, ...]]:
-    from gateway.config import PoliciesConfig
+    from gateway.authz.settings import DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
-    config = PoliciesConfig()
-    return config.dir, tuple(config.route_maps)
+    return DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,10 +29,11 @@ from urllib.parse import quote
 
 import aiohttp
 
-from gateway.adapters.routemap import FactRule
+from gateway.adapters.routemap import FactRule, Route
+from gateway.authz.decide import FactUnavailable
 from gateway.authz.emails import canonical_or_folded
 from gateway.authz.errors import ResolverError
-from gateway.authz.facts import ConsentFacts
+from gateway.authz.facts import ConsentFacts, TenantFacts
 from gateway.authz.lru import LRU
 from gateway.authz.recordfacts import FactError, RawFacts, read_facts
 
@@ -250,3 +251,45 @@ class Resolvers:
         self.optout_lists.clear()
         self.consents.clear()
         self.records.clear()
+
+
+class ResolvedFacts:
+    """The ``FactSource`` of traffic (``gateway/authz/decide.py``): tenant settings, opt-out lists and
+    consents through the resolvers. Any failure to have a fact is ``FactUnavailable`` (the request is
+    refused, 403): a ``ResolverError`` says why; anything unexpected is logged and refused too."""
+
+    def __init__(self, resolvers: Resolvers) -> None:
+        self.resolvers = resolvers
+
+    async def tenant_facts(self, tenant: str, route: Route) -> TenantFacts:
+        try:
+            settings = await self.resolvers.tenant_settings(tenant)
+            optouts = None
+            if "optouts" in route.resolve and settings is not None:
+                optouts = await self.resolvers.optouts(tenant)
+        except Exception as exc:
+            raise _unavailable(exc) from None
+        retention = None
+        if route.tenant_retention is not None and settings is not None:
+            retention = (settings.get("retention_days") or {}).get(route.tenant_retention)
+        return TenantFacts(
+            tenant=tenant,
+            known=settings is not None,
+            call_recording_enabled=settings.get("call_recording_enabled") if settings is not None else None,
+            optouts=optouts,
+            retention_days=retention,
+        )
+
+    async def consent(self, consent_id: str) -> ConsentFacts | None:
+        try:
+            return await self.resolvers.consent(consent_id)
+        except Exception as exc:
+            raise _unavailable(exc) from None
+
+
+def _unavailable(exc: Exception) -> FactUnavailable:
+    if isinstance(exc, ResolverError):
+        logger.warning("resolver failed, denying: %s", exc)
+        return FactUnavailable(f"{exc}; denied because the decision cannot be made")
+    logger.exception("resolving facts failed, denying", exc_info=exc)
+    return FactUnavailable("resolving the facts failed; denied")

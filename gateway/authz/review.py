@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.adapters.routemap import Pointer
 from gateway.authz.decision import FAIL_CLOSED, Basis, Decision, Verdict, fail_closed_reason
 from gateway.authz.facts import Facts, RecordFacts
-from gateway.authz.masking import dump, mask_document
+from gateway.authz.masking import dump, load, mask_document
 from gateway.authz.recordfacts import FactError, RawFacts, read_facts, record_facts, resolve
 
 UNREADABLE = "unreadable_response"
@@ -155,7 +154,7 @@ def review(
         if not is_json_type(content_type):
             return ResponseReview(unreadable(decision, "the record's facts are needed but the answer is not JSON"), b"")
         try:
-            document, parsed = json.loads(body), True
+            document, parsed = load(body, exact=bool(decision.masks)), True
         except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
             return ResponseReview(unreadable(decision, "the answer is not valid JSON"), b"")
         items = basis.facts.route.facts_items
@@ -177,7 +176,7 @@ def review(
         if not parsed and is_json_type(content_type):
             # best effort: an answer that is not JSON names no one more than its request did
             with contextlib.suppress(UnicodeDecodeError, ValueError, RecursionError):
-                document, parsed = json.loads(body), True
+                document, parsed = load(body, exact=bool(decision.masks)), True
         if parsed:
             subjects = _answer_subjects(decision, document)  # before masking: the values the record held
     pointers: list[str] = list(withheld)
@@ -186,7 +185,7 @@ def review(
             if not is_json_type(content_type):
                 return ResponseReview(unreadable(decision, "the answer must be masked but is not JSON"), b"")
             try:
-                document, parsed = json.loads(body), True
+                document, parsed = load(body, exact=bool(decision.masks)), True
             except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
                 return ResponseReview(unreadable(decision, "the answer must be masked but is not valid JSON"), b"")
         document, masked = mask_document(document, decision.masks)

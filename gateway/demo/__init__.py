@@ -33,4 +33,8 @@ Design and trade-offs:
   consent without waiting.
 - Request bodies are read with a bound (64 KiB for JSON documents, 8 MiB for a message to send), and
   every error, unknown routes included, is an RFC 9457 ``application/problem+json`` document.
+- The demo's tenants, API audience and ports (``tenants.py``) reach the gateway only through
+  ``profile.py``, the layer ``gateway serve`` applies when no ``--config`` is named; the production
+  defaults of the settings types never name them, so a forgotten ``identity.tenants`` in a real
+  configuration is an error, not a gateway that trusts the fixture tenants.
 """

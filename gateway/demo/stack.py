@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_config
+from gateway.authz.settings import PoliciesSettings
+from gateway.config import load_section
 from gateway.demo import tenants
 from gateway.demo.ports import PortUnavailable, busy_message, check_port, pick_free_port
 
@@ -263,7 +264,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"\nprivacy gateway demo: gateway {gateway_url}, upstream {upstream_url}, identity provider {idp_url}")
         print(audit_hint(audit_path, started) + "\n")
         current_pack = ""
-        for call in demo_calls(Path(load_config(None).policies.dir)):
+        for call in demo_calls(Path(load_section(PoliciesSettings).dir)):
             if call.pack != current_pack:
                 current_pack = call.pack
                 print(f"## {current_pack}\n")

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tests.* is not on the path when pytest runs from load/
     sys.path.insert(0, str(ROOT))
 
-from gateway.authz.authorizer import Authorizer, make_decision  # noqa: E402
+from gateway.authz.authorizer import Authorizer  # noqa: E402
+from gateway.authz.decide import make_decision  # noqa: E402
 from gateway.authz.decision import Decision  # noqa: E402
 from gateway.authz.engine import PolicyEngine  # noqa: E402
 from gateway.authz.entities import context_json, request_dict  # noqa: E402
@@ -220,8 +221,53 @@ async def test_authorize_hit(benchmark: Any, upstream_url: str, policies_dir: Pa
                 now=time.time(),
             )
 
-        await call()  # fills the resolver and decision caches
+        first = await call()  # fills the resolver and decision caches, and the decision memo
+        decision = benchmark(lambda: complete(call()))
+        assert decision.allowed and decision is first  # a repeat within the memo's second
+    finally:
+        await authz.close()
+
+
+async def test_authorize_memo_miss(benchmark: Any, upstream_url: str, policies_dir: Path) -> None:
+    """A request shape seen before but not in the memo: input checks, facts from the resolver cache,
+    the engine's decision cache, the decision built."""
+    authz = Authorizer.load(AuthzSettings(policies_dir, ROUTE_MAPS, upstream_url, watch=False))
+    await authz.start()
+    try:
+        principal = user("Support.Agent")
+        match = authz.match("GET", f"/tenants/{A}/payments/pay-a-005")
+        assert match is not None
+        memo = authz.engine.decision_memo
+
+        def call() -> Any:
+            memo.clear()
+            return authz.authorize(
+                principal, match, purpose=PURPOSE, recipient=None, consent_ref=None, body=None, now=time.time()
+            )
+
+        await call()
         decision = benchmark(lambda: complete(call()))
         assert decision.allowed and decision.cached
     finally:
         await authz.close()
+
+
+def test_match_remembered(benchmark: Any, policies_dir: Path) -> None:
+    authz = Authorizer.load(AuthzSettings(policies_dir, ROUTE_MAPS, "http://127.0.0.1:9", watch=False))
+    path = f"/tenants/{A}/payments/pay-a-005"
+    first = authz.match("GET", path, path.encode())
+    assert benchmark(authz.match, "GET", path, path.encode()) is first
+
+
+def test_match_normalised(benchmark: Any, policies_dir: Path) -> None:
+    """A path not seen before: normalised, checked against the decoded path, matched segment by segment."""
+    authz = Authorizer.load(AuthzSettings(policies_dir, ROUTE_MAPS, "http://127.0.0.1:9", watch=False))
+    path = f"/tenants/{A}/payments/pay-a-005"
+    matches = authz.engine.route_matches
+
+    def call() -> Any:
+        matches.clear()
+        return authz.match("GET", path, path.encode())
+
+    match = benchmark(call)
+    assert match is not None and match.resource_id == "pay-a-005"

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.demo.tenants import CONTOSO_TENANT
+from gateway.demo.tenants import CONTOSO_TENANT, GATEWAY_APP_ID_URI, GATEWAY_CLIENT_ID, TENANTS
 from load.measure import envoy
 from load.measure.procs import Service, ServiceError, cpu_count, free_port
 
@@ -341,6 +341,7 @@ def gateway_config_toml(
         f'url = "{upstream_url}"\n'
         "\n[identity]\n"
         f'authority = "{authority}"\n'
+        f"tenants = {list(TENANTS)!r}\naudiences = {[GATEWAY_CLIENT_ID, GATEWAY_APP_ID_URI]!r}\n"  # the dev IdP's
         "\n[policies]\n"
         f'resolver_url = "{resolver_url}"\n'
         + (f'shadow_dir = "{shadow_dir}"\n' if shadow_dir else "")

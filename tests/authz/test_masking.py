@@ -74,3 +74,17 @@ def test_no_masked_card_number_shows_more_than_four_digits(numbers: list[str]) -
     for item in json.loads(masked)["items"]:
         value = item["card_number"]
         assert sum(c.isdigit() for c in value) <= 4
+
+
+def test_a_masked_answer_keeps_every_other_value_exactly() -> None:
+    # integers past 64 bits, floats with many digits, non-ASCII text: written back as they came in
+    body = (
+        '{"id":123456789012345678901234567890,"ratio":0.1000000000000000055511151231257827,'
+        '"name":"Zoë 東京","card_number":"4242424242424242","n":-9223372036854775809}'
+    ).encode()
+    masked, pointers = apply_masks(body, [rule("/card_number", "last4")])
+    assert pointers == ("/card_number",)
+    doc = json.loads(masked)
+    assert doc["id"] == 123456789012345678901234567890 and doc["n"] == -9223372036854775809
+    assert doc["ratio"] == json.loads(body)["ratio"] and doc["name"] == "Zoë 東京"
+    assert b"123456789012345678901234567890" in masked

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit.pseudonyms import pseudonymiser
-from gateway.authz.authorizer import make_decision
 from gateway.authz.cases import evaluate_case_review
+from gateway.authz.decide import make_decision
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.policytest import discover, load_fixtures, load_suite
 from gateway.authz.replay import Outcome, capture, compare, decode, encode, replay

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.authz.authorizer import make_decision
+from gateway.authz.decide import make_decision
 from gateway.authz.decision import Decision
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.facts import Facts

@@ -24,6 +24,7 @@ import pytest
 
 from gateway.demo import stack
 from gateway.demo.ports import PortUnavailable, check_port
+from gateway.demo.tenants import CONTOSO_TENANT
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The commands must give up within this; a bound on the wait, not a measurement.
@@ -108,7 +109,8 @@ def test_a_server_command_refuses_a_taken_port_in_one_line(command: list[str], w
 def test_serve_checks_the_port_its_configuration_names(tmp_path: Path) -> None:
     with taken_port() as port:
         config = tmp_path / "gateway.toml"
-        config.write_text(f'[server]\nport = {port}\n[audit]\npath = "{tmp_path / "audit.sqlite"}"\n')
+        config.write_text(f'[server]\nport = {port}\n[audit]\npath = "{tmp_path / "audit.sqlite"}"\n'
+                          f"[identity]\ntenants = ['{CONTOSO_TENANT}']\naudiences = ['api://privacy-gateway']\n")
         result = run_gateway("serve", "--config", str(config))
     assert result.returncode == 1 and f"port {port} " in one_line(result)
     assert not (tmp_path / "audit.sqlite").exists()  # nothing was started

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.demo.tenants import CONTOSO_TENANT as A
+from tests.hostile.support import eventually, parse_replies, stored_decision_ids
 from tests.support.idp import DevIdP
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
-from tests.support.stack import Reply, Stack, gateway_env, process_stack
+from tests.support.stack import Reply, Stack, gateway_env, process_stack, raw_exchange
 
 SUPPORT = "essential.service.operations.support"
 
@@ -94,6 +95,15 @@ def test_two_workers_serve(idp: DevIdP, echo_server: ThreadedServer, reference_u
             assert reply.status == 200
             ids.add(reply.header("X-Decision-Id"))
         assert len(ids) == 20
+        # What a worker's HTTP layer refuses itself reaches the gateway that worker built (its wiring
+        # is pickled into the worker: gateway/serve.py refusal_in_worker), and is audited.
+        refused = set()
+        for _ in range(6):
+            [answer] = parse_replies(raw_exchange(port, b"GARBAGE\r\n\r\n"))
+            assert answer.status == 400 and answer.json()["reason"] == "not_http"
+            refused.add(answer.header("X-Decision-Id"))
+        audit = tmp_path / "audit.sqlite"
+        assert eventually(lambda: refused <= stored_decision_ids(audit), timeout=20)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown

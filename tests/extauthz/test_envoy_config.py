@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway import cliconfig
 from gateway.cli import main
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
 from gateway.extauthz.envoyconfig import EnvoyConfigError, render
 from tests.extauthz.conftest import require_envoy
 
@@ -57,12 +58,12 @@ def test_render_refuses_a_bad_listen_address() -> None:
 
 
 def test_server_mode_key() -> None:
-    assert load_config(None, environ={}).server.mode == "proxy"
-    assert load_config(None, environ={"GATEWAY_SERVER_MODE": "ext-authz"}).server.mode == "ext-authz"
+    assert cliconfig.load(None, environ={}).server.mode == "proxy"
+    assert cliconfig.load(None, environ={"GATEWAY_SERVER_MODE": "ext-authz"}).server.mode == "ext-authz"
     with pytest.raises(ConfigError, match=r"server\.mode: expected 'proxy' or 'ext-authz'"):
-        load_config(None, environ={"GATEWAY_SERVER_MODE": "sidecar"})
+        cliconfig.load(None, environ={"GATEWAY_SERVER_MODE": "sidecar"})
     with pytest.raises(ConfigError, match=r"server\.delegation_secret: at least 32"):
-        load_config(None, environ={"GATEWAY_SERVER_DELEGATION_SECRET": "short"})
+        cliconfig.load(None, environ={"GATEWAY_SERVER_DELEGATION_SECRET": "short"})
 
 
 def test_the_example_in_deploy_is_the_commands_output(capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import cliconfig
 from gateway.app import Gateway
-from gateway.config import load_config
-from gateway.http_protocol import GatewayHttpProtocol
 from gateway.serve import build_gateway, uvicorn_options
 from tests.support.idp import DevIdP
 from tests.support.servers import ThreadedServer
@@ -364,7 +363,7 @@ def gateway(
     env = gateway_env(idp, upstream_url, audit_path, **env_overrides)
     if resolver_url:
         env["GATEWAY_POLICIES_RESOLVER_URL"] = resolver_url
-    config = load_config(None, environ=env)
+    config = cliconfig.load(None, environ=env)
     app = build_gateway(config)
     if audit_overrides:
         from gateway.audit.log import AuditLog
@@ -374,10 +373,9 @@ def gateway(
         from gateway.identity import Authenticator
 
         app.authenticator = Authenticator(dataclasses.replace(app.authenticator.settings, **identity_overrides))
-    options = uvicorn_options(config)
+    options = uvicorn_options(config, app.protocol_refusal)
     for key in ("host", "port", "loop", "log_level"):
         options.pop(key)
-    options["http"] = GatewayHttpProtocol
     options["timeout_graceful_shutdown"] = 5
     server = ThreadedServer(app, **options).start()
     stack = Stack(idp=idp, upstream_url=upstream_url, gateway=server, audit_path=audit_path, app=app, env=env)

@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 from starlette.routing import Match
 
 from gateway.adapters.routemap import LiftRule, Pointer, Route
-from gateway.authz.authorizer import Authorizer, InvalidInput, lift_body
+from gateway.authz.authorizer import Authorizer
+from gateway.authz.decide import InvalidInput, lift_body
 from gateway.authz.decision import DEFAULT_DENY, FAIL_CLOSED, MaskRule
 from gateway.authz.emails import canonical_email
 from gateway.authz.masking import REDACTED, apply_masks
-from gateway.authz.settings import AuthzSettings
-from gateway.config import PoliciesConfig
+from gateway.authz.settings import DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS, AuthzSettings
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from gateway.demo.tenants import FABRIKAM_TENANT as B
 from gateway.demo.upstream import create_upstream_app
@@ -57,8 +57,7 @@ def book(ledger: Ledger) -> Iterator[None]:
 
 
 def settings_for(resolver_url: str) -> AuthzSettings:
-    defaults = PoliciesConfig()
-    return AuthzSettings(policies_dir=defaults.dir, route_maps=defaults.route_maps, resolver_url=resolver_url,
+    return AuthzSettings(policies_dir=DEFAULT_POLICIES_DIR, route_maps=DEFAULT_ROUTE_MAPS, resolver_url=resolver_url,
                          watch=False)  # fmt: skip
 
 

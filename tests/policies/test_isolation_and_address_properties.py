@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters.routemap import RouteTable
-from gateway.authz.authorizer import InvalidInput, lift_body, make_decision
+from gateway.authz.decide import InvalidInput, lift_body, make_decision
 from gateway.authz.emails import canonical_email
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.review import review

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_config
+from gateway import cliconfig
 from gateway.demo.tenants import CONTOSO_TENANT
 from gateway.serve import build_gateway, uvicorn_options
 from tests.support.idp import DevIdP
@@ -139,11 +139,11 @@ def running_gateway(
     env = gateway_env(idp, upstream_url, audit_path, **overrides)
     if resolver_url:
         env["GATEWAY_POLICIES_RESOLVER_URL"] = resolver_url
-    config = load_config(None, environ=env)
+    config = cliconfig.load(None, environ=env)
     app = build_gateway(config)
     if audit is not None:
         app.audit = audit
-    options = uvicorn_options(config)
+    options = uvicorn_options(config, app.protocol_refusal)
     for key in ("host", "port", "loop", "log_level"):
         options.pop(key)
     options["timeout_graceful_shutdown"] = 5
