@@ -305,7 +305,7 @@ def contact_read_decision() -> tuple[Any, Any]:
     the decision cache does; the review is made again for each request)."""
     import json as _json
 
-    from gateway.authz.authorizer import make_decision
+    from gateway.authz.decide import make_decision
     from gateway.authz.engine import PolicyEngine
     from gateway.authz.review import review
     from gateway.demo.fixtures import load_fixtures

@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway.audit.pseudonyms import pseudonymiser
 from gateway.audit.record import DecisionRecord
-from gateway.authz.authorizer import make_decision
+from gateway.authz.decide import make_decision
 from gateway.authz.decision import Decision
 from gateway.authz.engine import PolicyEngine
 from gateway.authz.prepare import RecordPreparer
