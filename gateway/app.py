@@ -25,9 +25,10 @@ import aiohttp
 from multidict import CIMultiDict
 
 from gateway.adapters.routemap import RouteMatch
+from gateway.audit.errors import AuditUnavailable
 from gateway.audit.ids import uuid7
-from gateway.audit.log import AuditLog, AuditUnavailable
 from gateway.audit.record import DecisionRecord
+from gateway.audit.sink import AuditSink
 from gateway.audit.tracecontext import format_traceparent, new_span_id, parse_traceparent
 from gateway.authz.authorizer import Authorizer
 from gateway.authz.decision import Decision
@@ -83,7 +84,7 @@ class Gateway:
         *,
         authenticator: Authenticator,
         authorizer: Authorizer,
-        audit: AuditLog,
+        audit: AuditSink,
         upstream: UpstreamClient,
         meter_provider: Any = None,
     ) -> None:

@@ -25,9 +25,11 @@ class AuditSettings:
     queue_size: int = setting(10000, minimum=1)
     #: Most records in one group commit.
     batch_size: int = setting(512, minimum=1)
-    #: async mode: how long the writer waits for more records before a group commit, so one commit
-    #: carries many records under load (durable mode never waits: its callers are blocked meanwhile).
-    linger_seconds: float = setting(0.005, minimum=0, internal=True)
+    #: async mode: how long the writer waits for more records before a group commit (less once
+    #: ``batch_size`` records are queued), so one commit carries many records under load and the
+    #: writer wakes, and takes the GIL, per batch (durable mode never waits: its callers are blocked
+    #: meanwhile). The contract's "queryable within 1 s" bounds it.
+    linger_seconds: float = setting(0.05, minimum=0, internal=True)
     #: Store unwritable: True = ``record()`` raises ``AuditUnavailable`` (the gateway answers 503);
     #: False = requests go on, the failure is logged, counted and shown by ``healthy``/``last_error``.
     fail_closed: bool = True

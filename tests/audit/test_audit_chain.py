@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from gateway.audit import commands
-from gateway.audit.chain import GENESIS, Canonical, record_hash, table_columns
+from gateway.audit.chain import GENESIS, Canonical, ChainError, record_hash, table_columns
 from gateway.audit.checkpoints import read_entries, store_entries
 from gateway.audit.maintenance import VerifyReport, verify
 from gateway.audit.schema import connect_reader
@@ -101,6 +104,37 @@ async def test_the_canonical_form_is_what_the_readme_says(tmp_path: Path) -> Non
     text = json.dumps([names, values], ensure_ascii=False, separators=(",", ":"))
     expected = hashlib.sha256(bytes.fromhex(row["prev_hash"]) + text.encode()).hexdigest()
     assert expected == row["hash"]
+
+
+_VALUE = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",))),  # any text but lone surrogates
+    st.text(alphabet=st.characters(max_codepoint=0x9F)),  # control characters, DEL, C1
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(_VALUE, min_size=1, max_size=6))
+def test_the_canonical_form_agrees_with_the_standard_library_encoder(values: list[str | int]) -> None:
+    """The writer's encoder (orjson) gives, byte for byte, the documented form as the standard
+    library writes it, for any text and any 64-bit integer."""
+    names = [f"c{i}" for i in range(len(values))]
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        kinds = ("TEXT" if isinstance(v, str) else "INTEGER" for v in values)
+        declared = ", ".join(f"{n} {kind} NOT NULL" for n, kind in zip(names, kinds, strict=True))
+        conn.execute(f"CREATE TABLE decisions ({declared})")
+        canonical = Canonical(names, table_columns(conn))
+    form, coerced = canonical.form(values, coerce=False)
+    assert coerced is None
+    assert form == json.dumps([names, values], ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_a_lone_surrogate_has_no_canonical_form() -> None:
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE decisions (a TEXT NOT NULL)")
+        canonical = Canonical(["a"], table_columns(conn))
+    with pytest.raises(ChainError):
+        canonical.form(["x\ud800"], coerce=True)
 
 
 @pytest.mark.parametrize("seq", [1, 7, 20])

@@ -132,13 +132,17 @@ def gateway_env(idp: DevIdP, upstream_url: str, audit_path: Path, **overrides: s
 
 @contextlib.contextmanager
 def running_gateway(
-    idp: DevIdP, upstream_url: str, audit_path: Path, *, resolver_url: str | None = None, **overrides: str
+    idp: DevIdP, upstream_url: str, audit_path: Path, *, resolver_url: str | None = None, audit: Any = None,
+    **overrides: str,
 ) -> Iterator[Stack]:
+    """``audit``: an ``AuditSink`` to use instead of the SQLite audit log (e.g. ``MemorySink``)."""
     env = gateway_env(idp, upstream_url, audit_path, **overrides)
     if resolver_url:
         env["GATEWAY_POLICIES_RESOLVER_URL"] = resolver_url
     config = cliconfig.load(None, environ=env)
     app = build_gateway(config)
+    if audit is not None:
+        app.audit = audit
     options = uvicorn_options(config, app.protocol_refusal)
     for key in ("host", "port", "loop", "log_level"):
         options.pop(key)
