@@ -16,6 +16,9 @@ gaps per gateway id, taking into account:
 ``purge`` removes records older than a cutoff in small transactions (the gateway keeps writing),
 writes the watermarks first, and keeps records the OTLP outbox has not exported yet unless told
 otherwise.
+
+Size: opening, migrating (v1 to v3), retention and purge all change the store's shape under the same
+locking rules; keeping them together keeps those rules in one reading.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ from ``decision_terms``: purpose and data category match the value or any descen
 dotted taxonomy (``--category user.contact`` finds ``user.contact.email``), policy matches exactly.
 Listings are newest first (ties: larger decision id first), ``limit`` rows. Readers use their own
 read-only connection, so they see a consistent snapshot while the gateway writes.
+
+Size: every listing and aggregate an auditor can ask for, and the SQL each becomes, sit side by side
+here so that one reading shows which indexes every query relies on (``schema.py`` defines them).
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ Names, addresses and numbers are invented: e-mail domains are RFC 2606 ``.exampl
 ``example.com`` for the opt-out address), phone numbers come from the fictional 555-01XX and Ofcom
 drama ranges, IP addresses from the documentation ranges of RFC 5737 and RFC 3849, and card numbers
 are the card networks' public test numbers (Luhn-valid, 16 digits).
+
+Size: most of it is data (the demo's people, records and consents), kept as code so that every age is
+computed from "now" when the fixtures are built.
 """
 
 from __future__ import annotations

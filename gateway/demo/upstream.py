@@ -14,6 +14,10 @@ unknown ``format`` is a 400. ``users.messages.send`` takes ``{"raw": ...}`` on
 body) or ``uploadType=multipart`` (``multipart/related``: JSON metadata, then the message), which is
 what the client library sends for a ``media_body``; the resumable protocol is not served (400).
 Errors stay problem+json, like every error of these services.
+
+Size: the reference services of CONTRACT.md section 6 are one Starlette app with one route table;
+the handlers are short and alike, and reading them together is how one checks them against the
+contract.
 """
 
 from __future__ import annotations
