@@ -33,6 +33,7 @@ from gateway.audit.tracecontext import format_traceparent, new_span_id, parse_tr
 from gateway.authz.authorizer import Authorizer
 from gateway.authz.decision import Decision
 from gateway.config import Config
+from gateway.exchange import Exchange
 from gateway.http_protocol import ProtocolRefusal
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.bearer import www_authenticate
@@ -56,25 +57,6 @@ from gateway.request import MalformedRequest, RequestHead, parse_request_head
 logger = logging.getLogger("gateway")
 
 JSON = b"application/json"
-
-
-class Exchange:
-    """The client side of one request: its audit record and whether the response has started."""
-
-    __slots__ = ("audited", "clock", "record", "send", "started")
-
-    def __init__(self, send: Send, record: DecisionRecord, clock: float) -> None:
-        self.send = send
-        self.record = record
-        self.clock = clock
-        self.started = False
-        self.audited = False
-
-    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.started = True
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class Gateway:
@@ -132,22 +114,22 @@ class Gateway:
 
     def exchange(self, scope: dict[str, Any], send: Send, extra: dict[str, str] | None = None) -> Exchange:
         """A fresh decision id and audit record for one request."""
-        record = DecisionRecord(decision_id=uuid7(), time=time.time(), method=scope["method"], path=scope["path"])
-        record.extra.update(self.record_extra if extra is None else extra)
-        return Exchange(send, record, time.perf_counter())
+        return Exchange(
+            send, decision_id=uuid7(), time=time.time(), method=scope["method"], path=scope["path"],
+            clock=time.perf_counter(), extra=dict(self.record_extra if extra is None else extra),
+        )  # fmt: skip
 
     async def guarded(self, exchange: Exchange, work: Awaitable[None]) -> None:
         """Run one request's work; an unexpected error answers 500 and is audited, never forwards."""
         try:
             await work
         except Exception:
-            logger.exception("unexpected error handling request %s", exchange.record.decision_id)
+            logger.exception("unexpected error handling request %s", exchange.decision_id)
             if not exchange.started and not exchange.audited:
-                exchange.record.reason = "internal_error"
+                exchange.reason = "internal_error"
                 await self._problem(exchange, 500, "the gateway failed to handle this request")
 
     async def _process(self, scope: dict[str, Any], receive: Receive, exchange: Exchange) -> None:
-        record = exchange.record
         # 0-2. limits, authenticate, map (shared with the ext_authz check: gateway/extauthz/)
         admitted = await self.admit(scope, exchange)
         if admitted is None:
@@ -161,7 +143,7 @@ class Gateway:
             try:
                 lifted_body = await body_source.read_all(lift_limit)
             except BodyTooLarge:
-                record.reason = "body_too_large"
+                exchange.reason = "body_too_large"
                 return await self._problem(exchange, 413, f"request body larger than {lift_limit} bytes")
             except ClientGone:
                 return await self._client_gone(exchange)
@@ -183,19 +165,19 @@ class Gateway:
             body = body_source.stream()
         else:
             body = None
-        headers = self._upstream_headers(head, principal, decision, record)
+        headers = self._upstream_headers(head, principal, decision, exchange)
         upstream_clock = time.perf_counter()
         try:
             response = await self.upstream.open(head.method, head.target, headers, body)
         except UpstreamError as exc:
-            record.reason = "upstream_timeout" if exc.status == 504 else "upstream_error"
+            exchange.reason = "upstream_timeout" if exc.status == 504 else "upstream_error"
             return await self._problem(exchange, exc.status, exc.detail)
         except BodyTooLarge:
-            record.reason = "body_too_large"
+            exchange.reason = "body_too_large"
             return await self._problem(exchange, 413, f"request body larger than {self._max_body_bytes} bytes")
         except ClientGone:
             return await self._client_gone(exchange)
-        record.upstream_ms = round((time.perf_counter() - upstream_clock) * 1000, 3)
+        exchange.upstream_ms = round((time.perf_counter() - upstream_clock) * 1000, 3)
 
         # 6. review (record facts, masks), then release the response once its record is safe.
         try:
@@ -214,37 +196,36 @@ class Gateway:
         self, scope: dict[str, Any], exchange: Exchange
     ) -> tuple[RequestHead, Principal, RouteMatch] | None:
         """0. limits, 1. authenticate, 2. map: the request head, the verified principal, the route."""
-        record = exchange.record
         try:
             head = parse_request_head(scope, self._max_header_bytes, self._forward_authorization)
         except MalformedRequest as exc:
-            record.reason = "malformed_request"
+            exchange.reason = "malformed_request"
             await self._problem(exchange, exc.status, exc.detail)
             return None
         trace_id, parent_span_id = parse_traceparent(head.traceparent)
-        record.trace_id, record.parent_span_id, record.span_id = trace_id, parent_span_id, new_span_id()
+        exchange.trace_id, exchange.parent_span_id, exchange.span_id = trace_id, parent_span_id, new_span_id()
 
         # 1. authenticate: identity comes from the verified token only.
         try:
             principal = await self.authenticator.authenticate(head.authorization)
         except AuthenticationError as exc:
-            record.reason = exc.reason
-            record.decision_us = _elapsed_us(exchange.clock)
+            exchange.reason = exc.reason
+            exchange.decision_us = _elapsed_us(exchange.clock)
             await self._unauthenticated(exchange, exc)
             return None
-        _record_principal(record, principal)
+        exchange.principal = principal
 
         # 2. map: the route map turns method and path into an action on a resource; unmapped = deny.
         match = self.authorizer.match(head.method, head.path, head.raw_path)
         if match is None:
-            record.reason = "unmapped_route"
-            record.decision_us = _elapsed_us(exchange.clock)
+            exchange.reason = "unmapped_route"
+            exchange.decision_us = _elapsed_us(exchange.clock)
             await self._forbidden(exchange, self.authorizer.unmapped_reasons())
             return None
-        record.route = match.template
+        exchange.route = match.template
 
         if head.content_length is not None and head.content_length > self._max_body_bytes:
-            record.reason = "body_too_large"
+            exchange.reason = "body_too_large"
             await self._problem(exchange, 413, f"request body larger than {self._max_body_bytes} bytes")
             return None
         return head, principal, match
@@ -253,7 +234,6 @@ class Gateway:
         self, exchange: Exchange, head: RequestHead, principal: Principal, match: RouteMatch, body: bytes | None
     ) -> Decision | None:
         """3. decide: the allowed decision, or None once the refusal (400/403) is answered and audited."""
-        record = exchange.record
         decision = await self.authorizer.authorize(
             principal,
             match,
@@ -261,11 +241,11 @@ class Gateway:
             recipient=head.recipient,
             consent_ref=head.consent_ref,
             body=body,
-            now=record.time,
+            now=exchange.time,
         )
-        _record_decision(record, decision)
-        record.replay = (decision, None)  # its inputs, written by the audit writer (authz/replay.py)
-        record.decision_us = _elapsed_us(exchange.clock)
+        exchange.decided = decision  # with its inputs, which the audit writer records (authz/replay.py)
+        exchange.reason = decision.reason
+        exchange.decision_us = _elapsed_us(exchange.clock)
         if not decision.allowed:
             await self._refuse(exchange, decision)
             return None
@@ -274,29 +254,29 @@ class Gateway:
     async def audit_writable(self, exchange: Exchange) -> bool:
         """4. audit, before anything is let through: a fail-closed store that cannot be written is a 503."""
         if self._fail_closed and not self.audit.healthy:
-            exchange.record.reason = "audit_unavailable"
+            exchange.reason = "audit_unavailable"
             await self._problem(exchange, 503, "the audit store cannot be written; refusing to proceed")
             return False
         return True
 
-    def identity_headers(self, principal: Principal, decision: Decision, record: DecisionRecord) -> dict[str, str]:
+    def identity_headers(self, principal: Principal, decision: Decision, exchange: Exchange) -> dict[str, str]:
         """What the upstream is told about an allowed request, in either mode."""
         return {
-            "X-Gateway-Decision-Id": record.decision_id,
+            "X-Gateway-Decision-Id": exchange.decision_id,
             "X-Gateway-Tenant": principal.tenant,
             "X-Gateway-Principal": principal.id,
             "X-Gateway-Purpose": decision.purpose,
-            "traceparent": format_traceparent(record.trace_id, record.span_id),
+            "traceparent": format_traceparent(exchange.trace_id, exchange.span_id),
             # signed (gateway/assertion.py); a failure to sign raises: 500, never forwarded unsigned
             **({"X-Gateway-Assertion": self.assertions.sign_request(
                 tenant=principal.tenant, principal=principal.id, principal_kind=principal.kind, roles=principal.roles,
-                purpose=decision.purpose, decision_id=record.decision_id, route=decision.route,
-                method=record.method, path=record.path, masks=decision.masked_pointers,
+                purpose=decision.purpose, decision_id=exchange.decision_id, route=decision.route,
+                method=exchange.method, path=exchange.path, masks=decision.masked_pointers,
             )} if self.assertions is not None else {}),
         }
 
     def _upstream_headers(
-        self, head: RequestHead, principal: Principal, decision: Decision, record: DecisionRecord
+        self, head: RequestHead, principal: Principal, decision: Decision, exchange: Exchange
     ) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in head.forward_headers:
@@ -310,19 +290,18 @@ class Gateway:
             headers["X-Forwarded-Host"] = head.host
         if head.content_length is not None:
             headers["Content-Length"] = str(head.content_length)
-        headers.update(self.identity_headers(principal, decision, record))
+        headers.update(self.identity_headers(principal, decision, exchange))
         return headers
 
     async def _respond_streamed(self, exchange: Exchange, response: Any) -> None:
-        record = exchange.record
-        record.status = response.status
-        record.reason = record.reason or "allowed"
+        exchange.status = response.status
+        exchange.reason = exchange.reason or "allowed"
         if not await self.audit_record(exchange):
             return
         headers = response_headers(response)
         if response.content_length is not None:
             headers.append((b"content-length", str(response.content_length).encode()))
-        headers.append((b"x-decision-id", record.decision_id.encode()))
+        headers.append((b"x-decision-id", exchange.decision_id.encode()))
         exchange.started = True
         await exchange.send({"type": "http.response.start", "status": response.status, "headers": headers})
         try:
@@ -330,44 +309,40 @@ class Gateway:
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Too late for a status: leaving the body incomplete makes the server cut the connection,
             # which is how the client learns the response is truncated.
-            logger.warning("upstream broke off the response to %s: %s", record.decision_id, type(exc).__name__)
+            logger.warning("upstream broke off the response to %s: %s", exchange.decision_id, type(exc).__name__)
 
     async def _respond_reviewed(self, exchange: Exchange, response: Any, decision: Decision) -> None:
         """Buffer the JSON answer, let the authorizer check the record's facts and mask it, then answer
         with it, or with the refusal the review returned (audited as the request's decision)."""
-        record = exchange.record
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             if _no_body(response):
                 return await self._respond_streamed(exchange, response)
-            record.reason = "unreadable_response"
+            exchange.reason = "unreadable_response"
             return await self._problem(
                 exchange, 502, "the upstream answered in a form the gateway cannot check; refusing to pass it on"
             )
         try:
             raw = await read_bounded(response, self._max_masked_bytes)
         except Exception:
-            record.reason = "upstream_error"
+            exchange.reason = "upstream_error"
             return await self._problem(exchange, 502, "the upstream broke off the response")
         if raw is None:
-            record.reason = "unreadable_response"
+            exchange.reason = "unreadable_response"
             return await self._problem(exchange, 502, "the upstream response is too large to check")
         review = self.authorizer.review_response(
             decision, response.status, response.headers.get("content-type", ""), raw, time.time()
         )
-        record.replay = (decision, review)
-        if review.refusal is not None:
-            _record_decision(record, review.refusal)  # decision deny, reason, policies, clauses of the refusal
+        exchange.review = review
+        if review.refusal is not None:  # the refusal is the request's decision now
+            exchange.refusal, exchange.reason = review.refusal, review.refusal.reason
             return await self._refuse(exchange, review.refusal)
-        record.masked_fields = review.pointers
-        if review.policies:  # the forbids that withheld list items
-            record.policies = (*record.policies, *review.policies)
-        record.status = response.status
-        record.reason = record.reason or "allowed"
+        exchange.status = response.status
+        exchange.reason = exchange.reason or "allowed"
         if not await self.audit_record(exchange):
             return
         headers = response_headers(response)
-        headers.append((b"x-decision-id", record.decision_id.encode()))
+        headers.append((b"x-decision-id", exchange.decision_id.encode()))
         if review.pointers:
             headers.append((b"x-redacted-fields", ",".join(review.pointers).encode()))
         await exchange.respond(response.status, headers, review.body)
@@ -376,14 +351,14 @@ class Gateway:
 
     async def audit_record(self, exchange: Exchange) -> bool:
         """Write the record; on a fail-closed store failure answer 503 instead. True = go on."""
-        record = exchange.record
-        record.duration_us = _elapsed_us(exchange.clock)
+        record = exchange.record(_elapsed_us(exchange.clock))
         exchange.audited = True
         try:
             await self.audit.record(record)
         except AuditUnavailable:
             if not exchange.started:
-                record.status = 503
+                # the record stays queued (fail closed) and must say what the client was told
+                record.status = exchange.status = 503
                 await exchange.respond(
                     503,
                     [(b"content-type", PROBLEM_CONTENT_TYPE), (b"x-decision-id", record.decision_id.encode())],
@@ -397,14 +372,13 @@ class Gateway:
         self, exchange: Exchange, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None,
         **extra: Any,
     ) -> None:
-        record = exchange.record
-        record.status = status
+        exchange.status = status
         if not await self.audit_record(exchange):
             return
         out = headers or []
         out.append((b"content-type", PROBLEM_CONTENT_TYPE))
-        out.append((b"x-decision-id", record.decision_id.encode()))
-        await exchange.respond(status, out, problem_body(status, detail, decision_id=record.decision_id, **extra))
+        out.append((b"x-decision-id", exchange.decision_id.encode()))
+        await exchange.respond(status, out, problem_body(status, detail, decision_id=exchange.decision_id, **extra))
 
     async def _refuse(self, exchange: Exchange, decision: Decision) -> None:
         """A policy refusal (403 with its reasons) or an input/answer the policy cannot judge (400, 502)."""
@@ -414,20 +388,17 @@ class Gateway:
 
     async def _client_gone(self, exchange: Exchange) -> None:
         """The client hung up before an answer: nothing to send, but the request is still audited."""
-        exchange.record.reason = "client_disconnected"
-        exchange.record.status = 499
+        exchange.reason = "client_disconnected"
+        exchange.status = 499
         await self.audit_record(exchange)
 
     async def _unauthenticated(self, exchange: Exchange, error: AuthenticationError) -> None:
-        exchange.record.decision = "deny"
         await self._problem(
             exchange, 401, error.description, [(b"www-authenticate", www_authenticate(error))], reason=error.reason
         )
 
     async def _forbidden(self, exchange: Exchange, reasons: list[dict[str, str]]) -> None:
-        exchange.record.decision = "deny"
-        if not exchange.record.policies:
-            exchange.record.policies = tuple(r["policy"] for r in reasons)
+        exchange.policies = tuple(r["policy"] for r in reasons)  # when no decision names its own
         await self._problem(exchange, 403, "the request is not permitted by policy", reasons=reasons)
 
     # -- requests the HTTP layer refused before the app saw them (gateway/http_protocol.py) ---------------
@@ -522,30 +493,6 @@ class Gateway:
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def _record_principal(record: DecisionRecord, principal: Principal) -> None:
-    record.tenant = principal.tenant
-    record.principal_kind = principal.kind
-    record.principal_id = principal.id
-    record.client_id = principal.client_id
-    record.roles = principal.roles
-
-
-def _record_decision(record: DecisionRecord, decision: Decision) -> None:
-    record.decision = "allow" if decision.allowed else "deny"
-    record.reason = decision.reason
-    record.action = decision.action
-    record.resource_type = decision.resource_type
-    record.resource_id = decision.resource_id
-    record.resource_tenant = decision.resource_tenant
-    record.categories = decision.categories
-    record.purpose = decision.purpose
-    record.recipient = decision.recipient
-    record.consent_ref = decision.consent_ref
-    record.policies = decision.policy_ids
-    record.clauses = decision.clauses
-    record.policy_hash = decision.policy_hash
 
 
 def _elapsed_us(clock: float) -> int:

@@ -41,8 +41,9 @@ import logging
 import time
 from typing import Any
 
-from gateway.app import Exchange, Gateway
+from gateway.app import Gateway
 from gateway.authz.decision import fail_closed_reason
+from gateway.exchange import Exchange
 from gateway.extauthz.delegation import Delegation, InvalidDelegation, new_secret
 from gateway.proxy import Receive, Send
 from gateway.request import RequestHead
@@ -101,7 +102,6 @@ class ExtAuthzGateway(Gateway):
     # -- the check, top to bottom ------------------------------------------------------------------
 
     async def _check(self, scope: dict[str, Any], exchange: Exchange) -> None:
-        record = exchange.record
         # 0-2. limits, authenticate, map: the same steps, refusals and records as proxy mode.
         admitted = await self.admit(scope, exchange)
         if admitted is None:
@@ -122,29 +122,28 @@ class ExtAuthzGateway(Gateway):
         # 4. audit, then let Envoy forward.
         if not await self.audit_writable(exchange):
             return None
-        record.status = 200
-        record.reason = record.reason or "allowed"
+        exchange.status = 200
+        exchange.reason = exchange.reason or "allowed"
         if not await self.audit_record(exchange):
             return None
         headers = [(ROUTE_HEADER.encode(), ROUTE_DIRECT.encode())]
         headers += [(name.lower().encode(), value.encode("latin-1"))
-                    for name, value in self.identity_headers(principal, decision, record).items()]
-        headers.append((b"x-decision-id", record.decision_id.encode()))
+                    for name, value in self.identity_headers(principal, decision, exchange).items()]
+        headers.append((b"x-decision-id", exchange.decision_id.encode()))
         await exchange.respond(200, headers, b"")
         return None
 
     async def _delegate(self, exchange: Exchange, head: RequestHead) -> None:
         """Hand the request to the proxy listener: no record here, the proxy path writes the one record."""
-        record = exchange.record
-        token = self.delegation.mint(record.decision_id, head.method, head.target, time.time())
-        logger.debug("check %s delegated %s %s to the proxy listener", record.decision_id, head.method, head.path)
+        token = self.delegation.mint(exchange.decision_id, head.method, head.target, time.time())
+        logger.debug("check %s delegated %s %s to the proxy listener", exchange.decision_id, head.method, head.path)
         await exchange.respond(
             200, [(ROUTE_HEADER.encode(), ROUTE_GATEWAY.encode()), (_DELEGATION, token.encode())], b""
         )
 
     async def _bad_delegation(self, exchange: Exchange, reason: str) -> None:
-        exchange.record.reason = "invalid_delegation"
-        exchange.record.extra["delegation"] = reason
+        exchange.reason = "invalid_delegation"
+        exchange.extra["delegation"] = reason
         await self._forbidden(
             exchange,
             [fail_closed_reason("the request claims a check's delegation it does not hold; refused")],
