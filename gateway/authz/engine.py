@@ -203,12 +203,7 @@ class PolicyEngine:
         mismatched = self.roles.check(principal.kind, principal.roles).mismatched
         if mismatched:  # a role of the other kind of caller: refused whole, before any policy
             return self._role_mismatch(principal.kind, mismatched), False
-        slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
-        slices = self.route_slices.get(slices_key)
-        if slices is None:
-            slices = self._slices_for(route, principal, facts.purpose)
-            self.route_slices.put(slices_key, slices)
-        main, fields = slices
+        main, fields = self._slices(facts)
         uses_time = main.uses_time or (fields is not None and fields.uses_time)
         # The decision depends on the resource id only if a policy can look at it; otherwise every
         # record of the route shares one decision (and one entity handle).
@@ -280,17 +275,21 @@ class PolicyEngine:
         self.decisions.put(key, verdict)
         return verdict, False
 
+    def _slices(self, facts: Facts) -> tuple[Slice, Slice | None]:
+        """The policy slices (request, fields) that can decide ``facts``, cached per request shape."""
+        route, principal = facts.route, facts.principal
+        slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
+        slices = self.route_slices.get(slices_key)
+        if slices is None:
+            slices = self._slices_for(route, principal, facts.purpose)
+            self.route_slices.put(slices_key, slices)
+        return slices
+
     def time_dependent(self, facts: Facts) -> bool:
         """Whether a policy that can decide ``facts`` reads the time (so a decision holds for its second
         only). Never raises: True on error."""
         try:
-            route, principal = facts.route, facts.principal
-            slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
-            slices = self.route_slices.get(slices_key)
-            if slices is None:
-                slices = self._slices_for(route, principal, facts.purpose)
-                self.route_slices.put(slices_key, slices)
-            main, fields = slices
+            main, fields = self._slices(facts)
             return main.uses_time or (fields is not None and fields.uses_time)
         except Exception:
             logger.exception("slicing failed while asking whether a policy reads the time")
@@ -300,13 +299,7 @@ class PolicyEngine:
         """Whether a policy that can decide ``facts`` looks at ``context.record`` (so the record's facts
         must be read from the upstream before its answer is passed on). Never raises: True on error."""
         try:
-            route, principal = facts.route, facts.principal
-            slices_key = (route.id, principal.kind, principal.roles, principal.scopes, facts.purpose)
-            slices = self.route_slices.get(slices_key)
-            if slices is None:
-                slices = self._slices_for(route, principal, facts.purpose)
-                self.route_slices.put(slices_key, slices)
-            attrs = slices[0].context_attrs
+            attrs = self._slices(facts)[0].context_attrs
             return attrs is None or "record" in attrs
         except Exception:  # fail closed: when in doubt, read the facts
             logger.exception("slicing failed while asking whether a policy reads the record")
