@@ -123,6 +123,27 @@ def test_goal_lines_say_met_or_missed() -> None:
     assert {g.goal: g for g in report.goal_check(slower)}["2 workers >= 1.6 x one"].met is False
 
 
+def test_hot_path_goals_are_taken_against_the_bare_proxy_of_the_same_run() -> None:
+    goals = {g.goal: g for g in report.hot_path_goals(targets(), cpus=4)}
+    assert all(g.issue == 11 for g in goals.values())
+    assert goals[">= 0.75 x bare, req/s at 32 connections"].measured == "0.83 x"
+    assert goals[">= 0.75 x bare, by CPU per request"].measured == "0.83 x"  # 83 us / 100 us
+    # gateway +130 us over direct, bare +80 us: 50 us over the bare proxy's own added latency
+    own_cpu = goals["added p50 at 1 connection <= bare's + 150 us (proxy on its own CPU)"]
+    assert (own_cpu.measured, own_cpu.met) == ("+50 us", True)
+    assert goals["added p50 at 1 connection <= bare's + 150 us (proxy on wrk's CPU)"].met is None
+    assert goals[">= 0.6 x bare on the mix, req/s at 32 connections"].measured == "0.83 x"
+    assert goals["2 workers >= 1.8 x one"].met is False  # 1.7
+    slow = targets()
+    slow["gateway"] = targets()["gateway-durable"]
+    slow["gateway"].name = "gateway"
+    goals = {g.goal: g for g in report.hot_path_goals(slow, cpus=4)}
+    assert goals[">= 0.75 x bare, req/s at 32 connections"].met is False  # 8k / 12k
+    assert goals["added p50 at 1 connection <= bare's + 150 us (proxy on its own CPU)"].met is True  # +100
+    two_cpus = {g.goal for g in report.hot_path_goals(targets(), cpus=2)}
+    assert "2 workers >= 1.8 x one (no third CPU for wrk: 2 CPUs, so understated)" in two_cpus
+
+
 def test_goal_is_unmeasured_without_the_gateway() -> None:
     t = targets()
     del t["gateway"]
