@@ -8,6 +8,10 @@ nothing reaches the upstream unless authentication and policy both said yes.
 The steps up to the audit (``admit``: limits, authenticate, map; ``decide``; ``audit_writable``;
 ``audit_record``) are shared with ``gateway/extauthz/``, which answers Envoy's ext_authz checks with
 them: each answers and audits its own refusal and returns None, so both modes read top to bottom.
+
+Size: the request path and every answer it gives of its own (refusals, problems, health, readiness,
+lifespan and reload) stay in this one file, so a request can be followed from its first byte to its
+audit record without leaving it. The steps themselves live in their packages; what is here is the order.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 A route map is read once (and again on reload) into immutable ``Route`` objects; matching a request
 is a dictionary look-up by method and segment count followed by a walk over a handful of compiled
-templates. The format is documented in ``adapters/README.md``.
+templates. The format is documented in ``gateway/adapters/README.md``.
+
+Size: the format's reader (a ``file:line`` error for each mistake a route map's author can make, and
+the cross-checks between a route's parameters, facts and lifted fields) and the matcher that runs on
+what it builds. The checks are most of the file, and they belong beside the types they check.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ invalidation.
 
 ``decide`` is synchronous and pure over its ``Facts``: the authorizer resolves facts first (async,
 over HTTP) and the policy tests and ``policy explain`` pass them inline.
+
+Size: one class, the bundle: loading and cross-checking its parts (schema, policies, role model,
+route maps, taxonomy, manifests) and deciding with them and their caches. Split in two, the caches'
+invalidation (a new bundle on reload) would have to be shared by two objects.
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ The last line is ``N decisions, M allows over K (kind, role, route) rows``: ever
 (variants and purposes included), the allowed ones, and the (kind, role, route) combinations walked.
 Exit 0; 1 with ``file:line`` diagnostics when the policy set (or a fixtures file) cannot be read; 2 for
 a ``--role`` the role model does not list.
+
+Size: the enumeration, the request built for each combination, the compression into rows and both
+output formats sit together, so that what a cell of the table means and how it was decided are read
+in one place.
 """
 
 from __future__ import annotations

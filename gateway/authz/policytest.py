@@ -33,13 +33,16 @@ Coverage: a policy is covered when it determined some case's decision: a permit 
 request, a forbid of a refused one (before forwarding, or once the record was read), a forbid that
 masked a field or withheld a list item, or the permit that let a field be seen. The engine keeps
 only the policies that hide a field, so for that last one the visible fields' categories are asked
-of Cedar again, with the facts the engine decided on (observed by wrapping
-``engine.decide``), the engine's entity builders, and every policy that can decide a field (slicing
-never changes an answer). Coverage is reported per folder (``base``, ``packs/aircall``, ...) and
-overall; ``--threshold`` fails the run under a percentage.
+of Cedar again, with the facts the decision was made on (``decided_facts``), the engine's entity
+builders, and every policy that can decide a field (slicing never changes an answer). Coverage is
+reported per folder (``base``, ``packs/aircall``, ...) and overall; ``--threshold`` fails the run under a percentage.
 
 Exit status: 0 when every case passed (and coverage reaches the threshold), 1 when not, 2 when the
 policies or a suite cannot be read (``file:line`` diagnostics on stderr).
+
+Size: the suite format (its reader, the names of ``fixtures.toml``, ``demo.toml``), running the
+cases, coverage and the report, so that what a case file may say and what the run prints about it
+are read together.
 """
 
 from __future__ import annotations
