@@ -23,6 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from load.measure.procs import serving_pids
 from load.measure.stack import TARGETS
 
@@ -81,6 +83,71 @@ def summarize(stacks: list[tuple[list[str], int]], top_n: int = TOP_N) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The request path's steps, each by the frames that open it. A sample counts for the innermost step on
+# its stack (walked from the leaf up), so the shares add up to the whole and nested steps (the signature
+# inside the upstream headers, the token check inside admission) are not counted twice.
+STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("read the request head (gateway/request.py)", ("parse_request_head (",)),
+    ("authenticate (token cache)", ("Authenticator.authenticate (",)),
+    ("map (route match)", ("Authorizer.match (",)),
+    ("decide (authorize, decision memo)", ("Gateway.decide (",)),
+    ("audit: build and queue the record", ("Gateway.audit_record (", "Gateway.audit_writable (")),
+    ("X-Gateway-Assertion (Ed25519 JWS)", ("AssertionSigner.sign_request (",)),
+    ("upstream headers", ("Gateway._upstream_headers (",)),
+    ("upstream call and answer (aiohttp)", ("UpstreamClient.open (", "read_bounded (", "relay_body (")),
+    ("review and mask the answer", ("Authorizer.review_response (",)),
+    ("answer the client (uvicorn send)", ("Exchange.respond (", "RequestResponseCycle.send (")),
+    ("decision id and trace ids", ("Gateway.exchange (",)),
+    ("request path, rest (gateway/app.py)", ("Gateway.",)),
+    ("HTTP server (uvicorn, httptools, protocol limits)", ("GatewayHttpProtocol.", "HttpToolsProtocol.")),
+    ("audit writer thread (rows, SQLite, commits)", ("Writer.run (",)),
+)
+OTHER_STEP = "event loop and everything else"
+# Leaves where a thread waits rather than works (``--nonblocking`` sampling cannot tell): left out of
+# the step shares, which are shares of work. uvloop's own epoll wait cannot be told from its C work
+# (both are ``Runner.run``), so it stays in the event loop's share.
+WAITING_LEAVES = ("Condition.wait (threading.py", "Event.wait (threading.py", "_worker (concurrent/futures/thread.py")
+
+
+def step_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, prefixes in STEPS:
+            if frame.startswith(prefixes):
+                return name
+    return OTHER_STEP
+
+
+def steps(stacks: list[tuple[list[str], int]], cpu_us_per_request: float | None = None) -> str:
+    """Per step of the request path: its share of the samples and, with the process's CPU time per
+    request measured over the same load, the CPU microseconds it costs per request."""
+    total = sum(count for _, count in stacks)
+    if total == 0:
+        return "no samples\n"
+    shares: Counter[str] = Counter()
+    waiting = 0
+    for frames, count in stacks:
+        if frames and frames[-1].startswith(WAITING_LEAVES):
+            waiting += count
+            continue
+        shares[step_of(frames)] += count
+    working = total - waiting
+    if working == 0:
+        return "no samples of work\n"
+    order = [name for name, _ in STEPS] + [OTHER_STEP]
+    head = "| step | share of work |" + (" CPU us per request |" if cpu_us_per_request else "")
+    lines = [head, "|---|---|" + ("---|" if cpu_us_per_request else "")]
+    for name in order:
+        share = shares[name] / working
+        row = f"| {name} | {share:.1%} |"
+        if cpu_us_per_request:
+            row += f" {share * cpu_us_per_request:.0f} |"
+        lines.append(row)
+    if cpu_us_per_request:
+        lines.append(f"| **whole process** | 100% | **{cpu_us_per_request:.0f}** |")
+    lines.append(f"\n{waiting / total:.1%} of the samples were threads waiting, left out of the shares.")
+    return "\n".join(lines) + "\n"
+
+
 def _thread_id(frames: list[str]) -> str:
     return next((f for f in frames if f.startswith("thread ")), "")
 
@@ -102,6 +169,11 @@ def thread_names(stacks: list[tuple[list[str], int]]) -> dict[str, str]:
         if thread and thread not in names:
             names[thread] = f"{thread}: event loop (main thread)"
     return names
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _file_of(frame: str) -> str:
@@ -201,7 +273,9 @@ def profile(args: argparse.Namespace, harness: Any, command: str) -> int:
     outcome: dict[str, Any] = {}
 
     def load() -> None:
+        before = _cpu_seconds(worker)
         outcome["wrk"] = harness.wrk(service, scenario, duration + 2)
+        outcome["cpu_s"] = _cpu_seconds(worker) - before
 
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
@@ -218,7 +292,12 @@ def profile(args: argparse.Namespace, harness: Any, command: str) -> int:
     header = f"# Profile: {title}\n# Command: {command}\n"
     if wrk_result is not None:
         header += f"# Load while sampling: {wrk_result.rps:,.0f} req/s (sampling slows the worker a little)\n"
-    summary = header + "\n" + summarize(stacks)
+    cpu_per_request = None
+    if wrk_result is not None and wrk_result.requests:
+        cpu_per_request = outcome["cpu_s"] * 1e6 / wrk_result.requests
+        header += f"# CPU per request over that load: {cpu_per_request:.0f} us (all threads of the worker)\n"
+    breakdown = "\nSteps of the request path (a sample counts for the innermost step on its stack):\n\n"
+    summary = header + "\n" + summarize(stacks) + breakdown + steps(stacks, cpu_per_request)
     (out_dir / "profile.txt").write_text(summary)
     (out_dir / "profile.svg").write_text(flame_svg(stacks, title))
     print(summary)

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from load.measure.profile import flame_svg, parse_collapsed, summarize
+from load.measure.profile import OTHER_STEP, flame_svg, parse_collapsed, step_of, steps, summarize
 from load.measure.soak import slope_per_minute, steady_part
 
 RUN = "run (uvicorn/server.py:60);handle (gateway/app.py:100)"
@@ -28,6 +28,39 @@ def test_summary_ranks_self_and_total_time() -> None:
     total_part = text.split("Top 5 by total time")[1]
     assert "100.0%  handle (gateway/app.py:100)" in total_part
     assert "30.0%  gateway/identity/authenticator.py" in text.split("Self time by file:")[1]
+
+
+PATH = "thread (1): MainThread;Runner.run (asyncio/runners.py:86);Gateway._process (gateway/app.py:136)"
+STEPS_COLLAPSED = (
+    # the signature inside the upstream headers counts for the signature only
+    f"{PATH};Gateway._upstream_headers (gateway/app.py:282);Gateway.identity_headers (gateway/app.py:266);"
+    "AssertionSigner.sign_request (gateway/assertion.py:204);_compact (gateway/assertion.py:237) 30\n"
+    f"{PATH};Gateway._upstream_headers (gateway/app.py:282) 10\n"
+    f"{PATH};UpstreamClient.open (gateway/proxy.py:132);ClientSession._request (aiohttp/client.py:558) 40\n"
+    f"{PATH} 10\n"
+    "thread (2): audit-writer;Thread.run (threading.py:971);Writer.run (gateway/audit/writer.py:54);"
+    "Store.write (gateway/audit/store.py:199) 5\n"
+    "thread (2): audit-writer;Thread.run (threading.py:971);Writer.run (gateway/audit/writer.py:54);"
+    "Condition.wait (threading.py:295) 50\n"
+    "thread (1): MainThread;Runner.run (asyncio/runners.py:86) 5\n"
+)
+
+
+def test_steps_count_each_sample_once_for_its_innermost_step_and_leave_waits_out() -> None:
+    stacks = parse_collapsed(STEPS_COLLAPSED)
+    assert step_of(stacks[0][0]) == "X-Gateway-Assertion (Ed25519 JWS)"
+    assert step_of(stacks[-1][0]) == OTHER_STEP
+    table = steps(stacks, cpu_us_per_request=200.0)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    # 100 samples of work (the 50 of the writer waiting are left out): 30% of 200 us is 60 us
+    assert rows["X-Gateway-Assertion (Ed25519 JWS)"] == "| X-Gateway-Assertion (Ed25519 JWS) | 30.0% | 60 |"
+    assert rows["upstream headers"].endswith("| 10.0% | 20 |")
+    assert rows["upstream call and answer (aiohttp)"].endswith("| 40.0% | 80 |")
+    assert rows["request path, rest (gateway/app.py)"].endswith("| 10.0% | 20 |")
+    assert rows["audit writer thread (rows, SQLite, commits)"].endswith("| 5.0% | 10 |")
+    assert rows[OTHER_STEP].endswith("| 5.0% | 10 |")
+    assert "33.3% of the samples were threads waiting" in table
+    assert "CPU us" not in steps(stacks)  # without a CPU figure, shares only
 
 
 def test_flame_graph_is_valid_svg_with_one_box_per_frame() -> None:
