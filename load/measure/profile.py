@@ -100,8 +100,9 @@ STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("decision id and trace ids", ("Gateway.exchange (",)),
     ("request path, rest (gateway/app.py)", ("Gateway.",)),
     ("HTTP server (uvicorn, httptools, protocol limits)", ("GatewayHttpProtocol.", "HttpToolsProtocol.")),
-    ("audit writer thread (rows, SQLite, commits)", ("Writer.run (",)),
 )
+# Every thread but the event loop's: the audit writer (rows, SQLite, commits), the span exporter.
+OTHER_THREADS_STEP = "other threads: the audit writer (rows, SQLite, commits), exporters"
 OTHER_STEP = "event loop and everything else"
 # Leaves where a thread waits rather than works (``--nonblocking`` sampling cannot tell): left out of
 # the step shares, which are shares of work. uvloop's own epoll wait cannot be told from its C work
@@ -110,6 +111,9 @@ WAITING_LEAVES = ("Condition.wait (threading.py", "Event.wait (threading.py", "_
 
 
 def step_of(frames: list[str]) -> str:
+    thread = _thread_id(frames)
+    if thread and not thread.endswith(": MainThread"):
+        return OTHER_THREADS_STEP
     for frame in reversed(frames):
         for name, prefixes in STEPS:
             if frame.startswith(prefixes):
@@ -133,7 +137,7 @@ def steps(stacks: list[tuple[list[str], int]], cpu_us_per_request: float | None 
     working = total - waiting
     if working == 0:
         return "no samples of work\n"
-    order = [name for name, _ in STEPS] + [OTHER_STEP]
+    order = [name for name, _ in STEPS] + [OTHER_THREADS_STEP, OTHER_STEP]
     head = "| step | share of work |" + (" CPU us per request |" if cpu_us_per_request else "")
     lines = [head, "|---|---|" + ("---|" if cpu_us_per_request else "")]
     for name in order:

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from load.measure.profile import OTHER_STEP, flame_svg, parse_collapsed, step_of, steps, summarize
+from load.measure.profile import OTHER_STEP, OTHER_THREADS_STEP, flame_svg, parse_collapsed, step_of, steps, summarize
 from load.measure.soak import slope_per_minute, steady_part
 
 RUN = "run (uvicorn/server.py:60);handle (gateway/app.py:100)"
@@ -57,7 +57,7 @@ def test_steps_count_each_sample_once_for_its_innermost_step_and_leave_waits_out
     assert rows["upstream headers"].endswith("| 10.0% | 20 |")
     assert rows["upstream call and answer (aiohttp)"].endswith("| 40.0% | 80 |")
     assert rows["request path, rest (gateway/app.py)"].endswith("| 10.0% | 20 |")
-    assert rows["audit writer thread (rows, SQLite, commits)"].endswith("| 5.0% | 10 |")
+    assert rows[OTHER_THREADS_STEP].endswith("| 5.0% | 10 |")
     assert rows[OTHER_STEP].endswith("| 5.0% | 10 |")
     assert "33.3% of the samples were threads waiting" in table
     assert "CPU us" not in steps(stacks)  # without a CPU figure, shares only
