@@ -157,7 +157,9 @@ def demo_ports(args: argparse.Namespace) -> DemoPorts:
     """``--port``, ``--upstream-port`` and ``--idp-port``, each defaulting to ``--base-port`` + 0, 1, 2
     (or 8080, 8081, 8082); 0 picks a free port."""
     defaults = (tenants.GATEWAY_PORT, tenants.UPSTREAM_PORT, tenants.IDP_PORT)
-    if args.base_port is not None:
+    if args.base_port == 0:  # any free port for each, not 0, 1 and 2
+        defaults = (0, 0, 0)
+    elif args.base_port is not None:
         defaults = (args.base_port, args.base_port + 1, args.base_port + 2)
     given = (args.port, args.upstream_port, args.idp_port)
     picked: list[int] = []
