@@ -16,6 +16,7 @@ from gateway.authz.settings import AuthzSettings
 from gateway.demo.upstream import create_upstream_app
 from gateway.identity.principal import Principal
 from tests.authz.support import POLICIES, ROUTE_MAPS, USER_1, USER_2, A, B, app, user
+from tests.support.clock import rfc3339_in
 from tests.support.servers import ThreadedServer, free_port, serve
 
 SUPPORT = "essential.service.operations.support"
@@ -202,7 +203,7 @@ async def test_consent_by_reference(authorizer: Authorizer, upstream: ThreadedSe
                 "grantee": USER_1,
                 "resources": ["msg-1"],
                 "purpose": "essential.service.operations.support",
-                "expires_at": "2099-01-01T00:00:00Z",
+                "expires_at": rfc3339_in(days=365),
             },
             headers={"X-Gateway-Tenant": A, "X-Gateway-Principal": owner.id},
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import aiohttp
 import pytest
@@ -19,6 +20,7 @@ from gateway.authz.resolvers import Resolvers
 from gateway.demo.fixtures import OLD_CALL_AGES
 from gateway.demo.upstream import create_upstream_app
 from tests.authz.support import USER_1, USER_2, A, B
+from tests.support.clock import rfc3339_in
 from tests.support.servers import ThreadedServer, free_port, serve
 
 
@@ -55,6 +57,7 @@ async def test_tenant_settings_and_optouts_from_the_reference_services(upstream:
 
 
 async def test_consents_are_fetched_and_missing_ones_are_none(upstream: ThreadedServer) -> None:
+    expires_at = rfc3339_in(days=365)
     async with aiohttp.ClientSession() as session:
         answer = await session.post(
             f"{upstream.url}/consents",
@@ -62,7 +65,7 @@ async def test_consents_are_fetched_and_missing_ones_are_none(upstream: Threaded
                 "grantee": USER_1,
                 "resources": ["m1", "m2"],
                 "purpose": "essential.service",
-                "expires_at": "2099-01-01T00:00:00Z",
+                "expires_at": expires_at,
             },
             headers={"X-Gateway-Tenant": A, "X-Gateway-Principal": USER_2},
         )
@@ -74,7 +77,8 @@ async def test_consents_are_fetched_and_missing_ones_are_none(upstream: Threaded
         consent = await resolvers.consent(consent_id)
         assert consent is not None
         assert (consent.subject, consent.tenant, consent.grantee) == (USER_2, A, USER_1)
-        assert consent.resources == frozenset({"m1", "m2"}) and consent.expires_at == 4070908800
+        assert consent.resources == frozenset({"m1", "m2"})
+        assert consent.expires_at == int(datetime.fromisoformat(expires_at).timestamp())
         assert await resolvers.consent("no-such-consent") is None
     finally:
         await resolvers.close()

@@ -17,6 +17,7 @@ from gateway.demo.fixtures import FIXTURE_EPOCH, OPTOUT_EMAIL, luhn_valid, parse
 from gateway.demo.tenants import CONTOSO_TENANT, FABRIKAM_TENANT
 from gateway.demo.upstream import ReferenceServices, create_upstream_app
 from tests.demo.http_client import Reply, call
+from tests.support.clock import rfc3339_in
 from tests.support.servers import serve
 
 A, B = CONTOSO_TENANT, FABRIKAM_TENANT
@@ -407,7 +408,7 @@ def consent_body(**overrides: Any) -> dict[str, Any]:
         "grantee": "Security.Investigator",
         "resources": ["4319b2e164eaa704"],
         "purpose": "essential.service.security",
-        "expires_at": "2030-01-01T00:00:00Z",
+        "expires_at": rfc3339_in(days=365),
     }
     body.update(overrides)
     return body

@@ -14,6 +14,7 @@ import pytest
 from gateway.audit.query import show_decision
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from gateway.demo.tenants import FABRIKAM_TENANT as B
+from tests.support.clock import rfc3339_in
 from tests.support.stack import Reply, Stack
 
 SUPPORT = "essential.service.operations.support"
@@ -124,7 +125,7 @@ def test_reading_someone_elses_mail_needs_their_consent(stack: Stack) -> None:
     assert stack.http("GET", path, token=agent_token, purpose=SUPPORT).status == 403
 
     body = json.dumps({"grantee": agent, "resources": [first], "purpose": SUPPORT,
-                       "expires_at": "2099-01-01T00:00:00Z"}).encode()
+                       "expires_at": rfc3339_in(days=365)}).encode()
     created = stack.http("POST", "/consents", token=owner_token, purpose="essential.service",
                          headers={"Content-Type": "application/json"}, body=body)
     assert created.status == 201, created.body
