@@ -161,14 +161,6 @@ class RouteMatch:
         return self.route.template
 
     @property
-    def action(self) -> str:
-        return self.route.action
-
-    @property
-    def resource_type(self) -> str:
-        return self.route.resource_type
-
-    @property
     def tenant(self) -> str | None:
         """The tenant named by the path, or None when the route serves the caller's own tenant."""
         param = self.route.tenant_param
