@@ -81,7 +81,7 @@ def escape(token: str) -> str:
 
 def render(tokens: Iterable[str]) -> str:
     """The pointer text of ``tokens`` (the inverse of ``parse``)."""
-    return "".join("/" + escape(token) for token in tokens)
+    return "".join(["/" + escape(token) for token in tokens])
 
 
 def array_index(token: str, length: int) -> int | None:
@@ -117,30 +117,38 @@ def resolve(document: Any, tokens: Iterable[str]) -> Any:
 Location = tuple[Any, str | int, str]
 
 
-def locate(document: Any, tokens: tuple[str, ...]) -> list[Location]:
+def locate(document: Any, tokens: tuple[str, ...], text: str | None = None) -> list[Location]:
     """Every value ``tokens`` reach in ``document``, ``*`` standing for every array item or object
-    member, in document order. Empty for ``()`` (the document has no container)."""
+    member, in document order. Empty for ``()`` (the document has no container). ``text``, the
+    pointer's own text if the caller has it, saves rendering it for a pointer without ``*``."""
     if not tokens:
         return []
+    if WILDCARD not in tokens:  # one value at most: the common case, kept cheap
+        container = document if len(tokens) == 1 else resolve(document, tokens[:-1])
+        last = tokens[-1]
+        key: str | int | None = None
+        if isinstance(container, dict):
+            key = last if last in container else None
+        elif isinstance(container, list):
+            key = array_index(last, len(container))
+        return [] if key is None else [(container, key, render(tokens) if text is None else text)]
     frontier: list[tuple[Any, str]] = [(document, "")]
     found: list[Location] = []
-    last = len(tokens) - 1
+    final = len(tokens) - 1
     for depth, token in enumerate(tokens):
         reached: list[Location] = []
         for node, path in frontier:
             if isinstance(node, dict):
                 if token == WILDCARD:
-                    reached.extend((node, key, f"{path}/{escape(key)}") for key in node)
+                    reached.extend((node, member, f"{path}/{escape(member)}") for member in node)
                 elif token in node:
                     reached.append((node, token, f"{path}/{escape(token)}"))
             elif isinstance(node, list):
                 if token == WILDCARD:
                     reached.extend((node, index, f"{path}/{index}") for index in range(len(node)))
-                else:
-                    index = array_index(token, len(node))
-                    if index is not None:
-                        reached.append((node, index, f"{path}/{index}"))
-        if depth == last:
+                elif (index := array_index(token, len(node))) is not None:
+                    reached.append((node, index, f"{path}/{index}"))
+        if depth == final:
             found = reached
         elif not reached:
             return []

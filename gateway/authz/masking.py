@@ -45,7 +45,7 @@ def mask_document(document: Any, masks: Iterable[MaskRule]) -> tuple[Any, list[s
             document = masked_value(document, rule.style)
             masked.append("")
             continue
-        for container, key, pointer in locate(document, rule.pointer.tokens):
+        for container, key, pointer in locate(document, rule.pointer.tokens, rule.pointer.text):
             container[key] = masked_value(container[key], rule.style)
             masked.append(pointer)
     return document, masked
