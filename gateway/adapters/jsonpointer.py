@@ -8,9 +8,9 @@ data subjects share, so a pointer means the same value to all of them.
   document: not ``""``, no empty token.
 - ``resolve(document, tokens)``: the value, or ``MISSING``. On an object a token is a member name,
   compared exactly; on an array it must be an index as RFC 6901 writes one: ``0`` or ASCII digits
-  without a leading zero (so ``01``, ``+1``, ``1e0``, an Arabic-Indic digit and ``-``, the item after the last, name
-  nothing), of an existing item.
-- ``locate(document, tokens)``: where a pointer whose ``*`` tokens stand for every array item or
+  without a leading zero, of an existing item (so ``01``, ``+1``, ``1e0``, an Arabic-Indic digit and
+  ``-``, the item after the last, name nothing).
+- ``locate(document, tokens, text)``: where a pointer whose ``*`` tokens stand for every array item or
   object member leads: the container, key and concrete pointer of every value reached (what masking
   replaces). Outside ``locate``, ``*`` is an ordinary member name.
 
