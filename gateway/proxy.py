@@ -63,8 +63,6 @@ class RequestBody:
         self._receive = receive
         self._limit = limit
         self.received = 0
-        self.too_large = False
-        self.client_gone = False
 
     async def read_all(self, limit: int) -> bytes:
         """Buffer the whole body, refusing more than ``limit`` bytes."""
@@ -78,13 +76,11 @@ class RequestBody:
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
-                self.client_gone = True
                 raise ClientGone()
             chunk: bytes = message.get("body", b"")
             if chunk:
                 self.received += len(chunk)
                 if self.received > bound:
-                    self.too_large = True
                     raise BodyTooLarge()
                 yield chunk
             if not message.get("more_body", False):

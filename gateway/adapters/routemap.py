@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import quote
 
+from gateway.adapters.jsonpointer import parse_member, render
 from gateway.adapters.pathnorm import PathRejected, canonical_path, normalise_path
 from gateway.adapters.subjects import Subjects, parse_subjects
 
@@ -63,12 +64,8 @@ class Pointer:
 
     @classmethod
     def parse(cls, text: str) -> Pointer:
-        if not text.startswith("/"):
-            raise ValueError(f"JSON pointer {text!r} must start with '/'")
-        tokens = tuple(t.replace("~1", "/").replace("~0", "~") for t in text[1:].split("/"))
-        if any(t == "" for t in tokens):
-            raise ValueError(f"JSON pointer {text!r} has an empty token")
-        return cls(text, tokens)
+        """``PointerError`` (a ``ValueError``) unless ``text`` names a member (``jsonpointer.parse_member``)."""
+        return cls(text, parse_member(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +163,6 @@ class RouteMatch:
     @property
     def template(self) -> str:
         return self.route.template
-
-    @property
-    def action(self) -> str:
-        return self.route.action
-
-    @property
-    def resource_type(self) -> str:
-        return self.route.resource_type
 
     @property
     def tenant(self) -> str | None:
@@ -329,8 +318,7 @@ def _fact_rules(raw: Any) -> tuple[tuple[FactRule, ...], Pointer | None]:
     prefix = prefixes.pop()
     if not prefix or any(r.pointer.tokens[-1] == "*" for r in rules):
         raise ValueError("a '*' response fact names a member of the items of an array inside the answer")
-    text = "/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in prefix)
-    return tuple(rules), Pointer(text, prefix)
+    return tuple(rules), Pointer(render(prefix), prefix)
 
 
 _ROUTE_KEYS = frozenset(

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.adapters.jsonpointer import PointerError, parse_member, resolve
+
 KINDS = frozenset({"contact", "call", "user", "email"})
 MAX_VALUE = 320
 #: Most subject groups one answer may yield (a list of more items is cut there, and the record says so).
@@ -76,7 +78,7 @@ class Subjects:
         if self.items is None:
             group = _keys(self.from_answer, document, 0)
             return (group,) if group else ()
-        array = _resolve(document, self.items)
+        array = resolve(document, self.items)
         if not isinstance(array, list):
             return ()
         skip = len(self.items) + 1
@@ -92,21 +94,10 @@ def _keys(rules: Iterable[SubjectRule], node: Any, skip: int) -> tuple[str, ...]
     keys = []
     for rule in rules:
         assert rule.pointer is not None
-        value = _resolve(node, rule.pointer[skip:])
+        value = resolve(node, rule.pointer[skip:])
         if isinstance(value, str) and value:
             keys.append(f"{rule.kind}:{value[:MAX_VALUE]}")
     return tuple(dict.fromkeys(keys))
-
-
-def _resolve(node: Any, tokens: Iterable[str]) -> Any:
-    for token in tokens:
-        if isinstance(node, dict):
-            node = node.get(token)
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return None
-    return node
 
 
 def parse_subjects(raw: Any, params: set[str], lifted: set[str]) -> Subjects:
@@ -136,9 +127,10 @@ def parse_subjects(raw: Any, params: set[str], lifted: set[str]) -> Subjects:
                 raise ValueError(f"subject lifted {value!r} is not a field the route lifts")
             request.append(SubjectRule(kind, lifted=value))
         else:
-            if not value.startswith("/") or value == "/":
-                raise ValueError(f"subject pointer {value!r} must be a JSON pointer into the answer")
-            tokens = tuple(t.replace("~1", "/").replace("~0", "~") for t in value[1:].split("/"))
+            try:
+                tokens = parse_member(value)
+            except PointerError as exc:
+                raise ValueError(f"subject pointer: {exc}") from None
             answer.append(SubjectRule(kind, pointer=tokens))
     items = None
     stars = [rule.pointer.count("*") for rule in answer if rule.pointer is not None]

@@ -21,6 +21,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from gateway.adapters.jsonpointer import MISSING, resolve
 from gateway.adapters.routemap import LiftRule, Route, RouteMatch
 from gateway.authz.decision import (
     DEFAULT_DENY,
@@ -71,16 +72,8 @@ def lift_body(rules: tuple[LiftRule, ...], body: bytes | None) -> tuple[tuple[st
             raise InvalidInput("bad_body", "the request body is not valid JSON") from None
     lifted: list[tuple[str, str]] = []
     for rule in rules:
-        node: Any = document
-        for token in rule.pointer.tokens:
-            if isinstance(node, dict) and token in node:
-                node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                node = node[int(token)]
-            else:
-                node = None
-                break
-        if node is None:
+        node = resolve(document, rule.pointer.tokens)
+        if node is MISSING or node is None:
             if rule.required:
                 raise InvalidInput("bad_body", f"the request body needs {rule.pointer.text}")
             continue

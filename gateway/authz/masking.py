@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.adapters.jsonpointer import locate
 from gateway.adapters.routemap import MaskStyle
 from gateway.authz.decision import MaskRule
 
@@ -36,35 +37,17 @@ def masked_value(value: Any, style: MaskStyle) -> Any:
     return REDACTED if isinstance(value, str) else None
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def _apply(node: Any, tokens: tuple[str, ...], style: MaskStyle, path: str, out: list[str]) -> Any:
-    """Mask under ``node`` following ``tokens``; returns the (possibly new) node."""
-    if not tokens:
-        out.append(path)
-        return masked_value(node, style)
-    head, rest = tokens[0], tokens[1:]
-    if isinstance(node, list):
-        if head == "*":
-            for index, item in enumerate(node):
-                node[index] = _apply(item, rest, style, f"{path}/{index}", out)
-        elif head.isdigit() and int(head) < len(node) and (head == "0" or not head.startswith("0")):
-            index = int(head)
-            node[index] = _apply(node[index], rest, style, f"{path}/{index}", out)
-    elif isinstance(node, dict):
-        keys: Iterable[str] = list(node) if head == "*" else ([head] if head in node else [])
-        for key in keys:
-            node[key] = _apply(node[key], rest, style, f"{path}/{_escape(key)}", out)
-    return node
-
-
 def mask_document(document: Any, masks: Iterable[MaskRule]) -> tuple[Any, list[str]]:
     """Mask a parsed JSON document (in place where it can): (the document, concrete pointers masked)."""
     masked: list[str] = []
     for rule in masks:
-        document = _apply(document, rule.pointer.tokens, rule.style, "", masked)
+        if not rule.pointer.tokens:
+            document = masked_value(document, rule.style)
+            masked.append("")
+            continue
+        for container, key, pointer in locate(document, rule.pointer.tokens, rule.pointer.text):
+            container[key] = masked_value(container[key], rule.style)
+            masked.append(pointer)
     return document, masked
 
 

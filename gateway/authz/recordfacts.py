@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from gateway.adapters.jsonpointer import MISSING, resolve
 from gateway.adapters.routemap import FactRule
 from gateway.authz.facts import RecordFacts
 
@@ -38,8 +39,6 @@ MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 #: Facts as read, before the request time is known: ``(name, kind, value)``, ages as epoch seconds.
 RawFacts = tuple[tuple[str, str, int | bool | str], ...]
 TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-_MISSING = object()
 
 
 class FactError(ValueError):
@@ -65,34 +64,13 @@ def parse_time(value: Any) -> int:
     return int(instant.timestamp())
 
 
-def resolve(node: Any, tokens: Iterable[str]) -> Any:
-    """The value at a JSON pointer's tokens (no ``*``), or ``_MISSING``."""
-    for token in tokens:
-        if isinstance(node, dict):
-            if token not in node:
-                return _MISSING
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and (token == "0" or not token.startswith("0")):
-            index = int(token)
-            if index >= len(node):
-                return _MISSING
-            node = node[index]
-        else:
-            return _MISSING
-    return node
-
-
-def found(value: Any) -> bool:
-    return value is not _MISSING
-
-
 def read_facts(rules: Iterable[FactRule], document: Any, skip: int = 0) -> RawFacts:
     """The facts ``rules`` name in ``document``; ``skip`` leading pointer tokens are dropped (for an
     array item, the array's pointer and the ``*``). ``FactError`` when a required one is unusable."""
     out: list[tuple[str, str, int | bool | str]] = []
     for rule in rules:
         value = resolve(document, rule.pointer.tokens[skip:])
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             if rule.required:
                 raise FactError(f"the record has no {rule.pointer.text}")
             continue

@@ -30,11 +30,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.adapters.jsonpointer import resolve
 from gateway.adapters.routemap import Pointer
 from gateway.authz.decision import FAIL_CLOSED, Basis, Decision, Verdict, fail_closed_reason
 from gateway.authz.facts import Facts, RecordFacts
 from gateway.authz.masking import dump, load, mask_document
-from gateway.authz.recordfacts import FactError, RawFacts, read_facts, record_facts, resolve
+from gateway.authz.recordfacts import FactError, RawFacts, read_facts, record_facts
 
 UNREADABLE = "unreadable_response"
 DEFAULT_MAX_RECORDS = 2048
