@@ -39,7 +39,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, read_bundle_text
 from gateway.authz.taxonomy import Taxonomy
 
 RECIPIENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -126,7 +126,11 @@ def load_manifests(directory: Path, taxonomy: Taxonomy) -> Manifests:
     groups_of: dict[str, set[str]] = {}
     problems: list[str] = []
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = read_bundle_text(path, "the manifest")
+        except PolicyError as exc:
+            problems.extend(exc.diagnostics)
+            continue
         lines = text.splitlines()
         try:
             doc = tomllib.loads(text)
