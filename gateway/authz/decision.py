@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.adapters.routemap import MaskStyle, Pointer
 from gateway.authz.facts import Facts, RecordFacts
-from gateway.problem import problem_body
 
 if TYPE_CHECKING:
     from gateway.authz.engine import PolicyEngine
@@ -119,12 +118,3 @@ class Decision:
     def masked_pointers(self) -> tuple[str, ...]:
         """The masking plan's pointers (with ``*``), for explanations; the response lists concrete ones."""
         return tuple(m.pointer.text for m in self.masks)
-
-    def problem(self, decision_id: str) -> tuple[int, bytes]:
-        """The RFC 9457 problem document for a refusal: (status, body)."""
-        extra: dict[str, Any] = {"decision_id": decision_id}
-        if self.status == 403:
-            extra["reasons"] = self.reasons
-            return 403, problem_body(403, self.detail or "the request is not permitted by policy", **extra)
-        extra["reason"] = self.reason
-        return self.status, problem_body(self.status, self.detail, **extra)

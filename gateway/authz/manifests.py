@@ -77,12 +77,6 @@ class Manifests:
     recipient_members: Mapping[str, frozenset[str]]  # group -> itself and every member, transitively
     files: tuple[str, ...]
 
-    def recipient_closure(self, names: Iterable[str]) -> frozenset[str]:
-        out: set[str] = set()
-        for name in names:
-            out |= self.recipient_members.get(name, frozenset({name}))
-        return frozenset(out)
-
     def minimal_recipients(self, names: Iterable[str]) -> tuple[str, ...]:
         chosen = set(names)
         return tuple(sorted(r for r in chosen if not any(g in chosen for g in self.recipient_groups.get(r, ()))))
