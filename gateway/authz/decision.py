@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.adapters.routemap import MaskStyle, Pointer
 from gateway.authz.facts import Facts, RecordFacts
-
-if TYPE_CHECKING:
-    from gateway.authz.engine import PolicyEngine
 
 DEFAULT_DENY = "default-deny"
 FAIL_CLOSED = "fail-closed"
@@ -51,12 +48,19 @@ class Verdict:
     masks: tuple[MaskRule, ...] = ()
 
 
+class Decider(Protocol):
+    """What a decision keeps of the ``PolicyEngine`` that made it (named here, not imported: the engine
+    builds decisions, so this module cannot depend on it)."""
+
+    def decide(self, facts: Facts) -> tuple[Verdict, bool]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Basis:
     """What a decision was made from: the policy bundle and the facts (for deciding again once the
     upstream's answer tells more about the record)."""
 
-    engine: PolicyEngine
+    engine: Decider
     facts: Facts
 
 
