@@ -8,9 +8,9 @@ treated as absent, as the specification requires.
 
 The rules are OpenTelemetry's ``TraceContextTextMapPropagator`` (its header pattern, length limit and
 checks) and the ids come from its SDK's ``RandomIdGenerator``. Going through the propagator's
-``extract``/``inject`` itself costs about 10x more per request (contexts, spans and ``SpanContext``
-objects built only to be taken apart again), so parsing and formatting here work on the strings
-directly; ``tests/audit/test_audit_tracecontext.py`` proves both equal to the propagator.
+``extract``/``inject`` itself costs 4 to 7 times more per request, 5 to 15 µs (contexts, spans and
+``SpanContext`` objects built only to be taken apart again), so parsing and formatting here work on the
+strings directly; ``tests/audit/test_audit_tracecontext.py`` proves both equal to the propagator.
 """
 
 from __future__ import annotations
