@@ -20,7 +20,16 @@ COMMAND_MODULES = (
 )
 
 
+class CommandModuleMissing(Exception):
+    """A module of ``COMMAND_MODULES``, or one it imports, is not installed: a broken installation."""
+
+    def __init__(self, module: str, missing: str | None) -> None:
+        what = "it is not installed" if missing in (None, module) else f"it needs {missing}, which is not installed"
+        super().__init__(f"gateway: cannot load the sub-commands of {module}: {what}; reinstall the gateway")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every sub-command; raises ``CommandModuleMissing`` rather than leave a command out."""
     parser = argparse.ArgumentParser(
         prog="gateway",
         description="Privacy-enforcing access gateway: Entra ID authentication, Cedar authorization "
@@ -31,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+            raise CommandModuleMissing(name, exc.name) from exc
         module.register(subparsers)
     return parser
 
@@ -53,7 +60,11 @@ def _port_taken(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except CommandModuleMissing as exc:
+        print(exc, file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     taken = _port_taken(args)
     if taken is not None:

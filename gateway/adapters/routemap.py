@@ -450,7 +450,10 @@ def _check_facts_from(template: Any, names: set[str], facts: tuple[FactRule, ...
 
 def load_route_map(path: str | Path) -> list[Route]:
     """Parse one route-map file; ``RouteMapError`` (``file:line: message``) on any problem."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteMapError(f"{path}:1: cannot read the route map: {exc}") from None
     source = _Source(str(path), text.splitlines())
     try:
         doc = tomllib.loads(text)

@@ -118,10 +118,6 @@ class AuditLog:
         return self._channel.depth
 
     @property
-    def next_sequence(self) -> int:
-        return self._channel.next_seq
-
-    @property
     def mode(self) -> str:
         return self.settings.mode
 

@@ -1,5 +1,10 @@
 """``gateway policy validate [DIR]`` and ``gateway policy explain FILE``.
 
+Exit status, the same in every ``policy`` command: a policy set that does not load (a Cedar syntax
+error, a schema validation error, an unreadable file or directory) is 1 (``BROKEN_POLICY_EXIT``), with
+``file:line`` diagnostics and their count on stderr; 2 is a usage error or an unreadable input that is
+not the policies (explain's case file, test's suites).
+
 Further ``policy`` sub-commands plug in the way ``gateway/cli.py`` plugs in packages: each module in
 ``POLICY_COMMAND_MODULES`` defines ``register(policy_subparsers)`` (``policy test``, ``matrix``, ``replay``
 and ``diff`` come this way); a listed module that is missing is an import error, never a silently
@@ -15,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, report_broken
 
 POLICY_COMMAND_MODULES = ("gateway.authz.policytest", "gateway.authz.matrix", "gateway.authz.change")
 
@@ -32,7 +37,10 @@ def register(subparsers: Any) -> None:
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
 
     validate = policy_sub.add_parser(
-        "validate", help="parse and validate every policy against the schema; file:line diagnostics"
+        "validate",
+        help="parse and validate every policy against the schema; file:line diagnostics",
+        epilog="exit status: 0 the policies are valid; 1 the policies are broken (a Cedar syntax or schema "
+        "validation error, an unreadable file or directory; file:line diagnostics on stderr); 2 usage error",
     )
     validate.add_argument("dir", nargs="?", default=policies_dir, help=f"policies directory (default {policies_dir})")
     validate.add_argument(
@@ -47,6 +55,8 @@ def register(subparsers: Any) -> None:
     explain = policy_sub.add_parser(
         "explain",
         help="evaluate a request written in FILE (TOML or JSON) and show why it is allowed or denied",
+        epilog="exit status: 0 every case met its expectations (if any); 1 the policies are broken (as for "
+        "policy validate) or an expectation failed; 2 usage error, or FILE cannot be read or is not a case",
     )
     explain.add_argument("file", help="a case file: principal, request (or action + resource), purpose, ...")
     explain.add_argument("--dir", default=policies_dir, help=f"policies directory (default {policies_dir})")
@@ -69,10 +79,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         engine = _load(args.dir, route_maps)
     except PolicyError as exc:
-        for line in exc.diagnostics:
-            print(line, file=sys.stderr)
-        print(f"{len(exc.diagnostics)} error(s)", file=sys.stderr)
-        return 1
+        return report_broken(exc)
     files = len(engine.policies.files)
     print(
         f"ok: {len(engine.policies.policies)} policies in {files} file(s), "
@@ -89,9 +96,7 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         engine = _load(args.dir, route_maps)
     except PolicyError as exc:
-        for line in exc.diagnostics:
-            print(line, file=sys.stderr)
-        return 1
+        return report_broken(exc)
     try:
         cases = load_cases(args.file)
     except (CaseError, OSError) as exc:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from gateway.adapters.routemap import MaskStyle, Pointer
 from gateway.authz.facts import Facts, RecordFacts
-from gateway.problem import problem_body
-
-if TYPE_CHECKING:
-    from gateway.authz.engine import PolicyEngine
 
 DEFAULT_DENY = "default-deny"
 FAIL_CLOSED = "fail-closed"
@@ -52,12 +48,19 @@ class Verdict:
     masks: tuple[MaskRule, ...] = ()
 
 
+class Decider(Protocol):
+    """What a decision keeps of the ``PolicyEngine`` that made it (named here, not imported: the engine
+    builds decisions, so this module cannot depend on it)."""
+
+    def decide(self, facts: Facts) -> tuple[Verdict, bool]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Basis:
     """What a decision was made from: the policy bundle and the facts (for deciding again once the
     upstream's answer tells more about the record)."""
 
-    engine: PolicyEngine
+    engine: Decider
     facts: Facts
 
 
@@ -119,12 +122,3 @@ class Decision:
     def masked_pointers(self) -> tuple[str, ...]:
         """The masking plan's pointers (with ``*``), for explanations; the response lists concrete ones."""
         return tuple(m.pointer.text for m in self.masks)
-
-    def problem(self, decision_id: str) -> tuple[int, bytes]:
-        """The RFC 9457 problem document for a refusal: (status, body)."""
-        extra: dict[str, Any] = {"decision_id": decision_id}
-        if self.status == 403:
-            extra["reasons"] = self.reasons
-            return 403, problem_body(403, self.detail or "the request is not permitted by policy", **extra)
-        extra["reason"] = self.reason
-        return self.status, problem_body(self.status, self.detail, **extra)

@@ -34,7 +34,7 @@ from gateway.authz.decision import (
     fail_closed_reason,
 )
 from gateway.authz.entities import EntityBuilder, context_json, field_requests, request_dict
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, read_bundle_text
 from gateway.authz.facts import Facts
 from gateway.authz.lru import LRU
 from gateway.authz.manifests import Manifests, load_manifests
@@ -130,10 +130,7 @@ class PolicyEngine:
         directory = Path(policies_dir)
         files = BundleFiles(directory, tuple(Path(p) for p in route_maps))
         schema_path = directory / SCHEMA_FILE
-        try:
-            schema_text = schema_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PolicyError(f"{schema_path}:1: cannot read the schema: {exc}") from None
+        schema_text = read_bundle_text(schema_path, "the schema")
         try:
             schema = cedarpy.Schema.from_str(schema_text)
         except ValueError as exc:
@@ -146,7 +143,7 @@ class PolicyEngine:
         _check_role_literals(policies, roles)
         try:
             routes = RouteTable.load(files.route_maps)
-        except (RouteMapError, OSError) as exc:
+        except RouteMapError as exc:
             raise PolicyError(str(exc)) from None
         _check_routes(routes, taxonomy, shape)
         digest = hashlib.sha256()
@@ -155,10 +152,13 @@ class PolicyEngine:
         # Content only (paths relative to the bundle), so the same set hashes the same on every machine
         # and in its last-good copy: the hash in an audit record names a policy set, not a directory.
         inputs: list[Path] = [*sorted((directory / "taxonomy").glob("*")), *map(Path, manifests.files)]
-        for path in inputs:
-            digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
-        for path in files.route_maps:
-            digest.update(b"route map\0" + path.read_bytes())
+        try:
+            for path in inputs:
+                digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+            for path in files.route_maps:
+                digest.update(b"route map\0" + path.read_bytes())
+        except OSError as exc:
+            raise PolicyError(f"{exc.filename}:1: cannot read: {exc.strerror}") from None
         engine = cls(
             files=files,
             schema_text=schema_text,

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, read_bundle_text
 from gateway.authz.taxonomy import Taxonomy
 
 RECIPIENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -76,12 +76,6 @@ class Manifests:
     recipient_groups: Mapping[str, tuple[str, ...]]  # recipient -> every group it is in, transitively
     recipient_members: Mapping[str, frozenset[str]]  # group -> itself and every member, transitively
     files: tuple[str, ...]
-
-    def recipient_closure(self, names: Iterable[str]) -> frozenset[str]:
-        out: set[str] = set()
-        for name in names:
-            out |= self.recipient_members.get(name, frozenset({name}))
-        return frozenset(out)
 
     def minimal_recipients(self, names: Iterable[str]) -> tuple[str, ...]:
         chosen = set(names)
@@ -126,7 +120,11 @@ def load_manifests(directory: Path, taxonomy: Taxonomy) -> Manifests:
     groups_of: dict[str, set[str]] = {}
     problems: list[str] = []
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = read_bundle_text(path, "the manifest")
+        except PolicyError as exc:
+            problems.extend(exc.diagnostics)
+            continue
         lines = text.splitlines()
         try:
             doc = tomllib.loads(text)

@@ -27,7 +27,7 @@ from typing import Any
 import cedarpy
 
 from gateway.authz.cedarsource import Chunk, SchemaShape, split_statements
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, read_bundle_text
 from gateway.authz.lru import LRU
 from gateway.authz.partial import Known, may_apply
 from gateway.authz.roles import ROLE_TYPES
@@ -261,7 +261,11 @@ def load_policies(directory: Path, schema: cedarpy.Schema, shape: SchemaShape) -
     by_id: dict[str, Policy] = {}
     digest = hashlib.sha256()
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = read_bundle_text(path, "the policy file")
+        except PolicyError as exc:
+            problems.extend(exc.diagnostics)
+            continue
         digest.update(str(path.relative_to(directory)).encode() + b"\0" + text.encode() + b"\0")
         chunks = split_statements(text)
         file_policies = _load_file(path, text, chunks, schema, shape, problems)

@@ -35,10 +35,12 @@ masked a field or withheld a list item, or the permit that let a field be seen. 
 only the policies that hide a field, so for that last one the visible fields' categories are asked
 of Cedar again, with the facts the decision was made on (``decided_facts``), the engine's entity
 builders, and every policy that can decide a field (slicing never changes an answer). Coverage is
-reported per folder (``base``, ``packs/aircall``, ...) and overall; ``--threshold`` fails the run under a percentage.
+reported per folder (``base``, ``packs/aircall``, ...) and overall; ``--threshold`` fails the run
+under a percentage.
 
-Exit status: 0 when every case passed (and coverage reaches the threshold), 1 when not, 2 when the
-policies or a suite cannot be read (``file:line`` diagnostics on stderr).
+Exit status: 0 when every case passed (and coverage reaches the threshold), 1 when not or when the
+policies are broken (as for every ``policy`` command), 2 when a suite or fixtures file cannot be read
+(``file:line`` diagnostics on stderr).
 
 Size: the suite format (its reader, the names of ``fixtures.toml``, ``demo.toml``), running the
 cases, coverage and the report, so that what a case file may say and what the run prints about it
@@ -64,7 +66,7 @@ from gateway.authz.cases import Case, CaseError, evaluate_case_review, mismatche
 from gateway.authz.decision import Decision
 from gateway.authz.engine import FIELD_ACTION, PolicyEngine
 from gateway.authz.entities import context_json, field_requests
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, report_broken
 from gateway.authz.facts import Facts
 from gateway.authz.policyset import build_policy_set
 from gateway.authz.review import ResponseReview
@@ -576,6 +578,13 @@ def _defaults() -> tuple[str, tuple[str, ...]]:
     return DEFAULT_POLICIES_DIR, DEFAULT_ROUTE_MAPS
 
 
+EXIT_STATUS = (
+    "exit status: 0 every case passed (and coverage reaches --threshold); 1 the policies are broken (as for "
+    "policy validate), a case failed, coverage is under the threshold or there are no suites; 2 usage error, "
+    "or a suite or fixtures file cannot be read"
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     policies_dir, route_maps = _defaults()
     parser.add_argument("dir", nargs="?", default=policies_dir, help=f"policies directory (default {policies_dir})")
@@ -593,14 +602,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """0: every case passed (and coverage is at least the threshold); 1: not; 2: unreadable input."""
+    """0: every case passed (and coverage is at least the threshold); 1: not, or broken policies; 2: bad suites."""
     route_maps = tuple(args.route_maps or getattr(args, "default_route_maps", None) or _defaults()[1])
     try:
         report = run_suites(args.dir, route_maps)
     except PolicyError as exc:
-        for line in exc.diagnostics:
-            print(line, file=sys.stderr)
-        return 2
+        return report_broken(exc)
     except SuiteError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -619,13 +626,17 @@ def command(args: argparse.Namespace) -> int:
 def register(policy_subparsers: Any) -> None:
     """Adds ``test`` to ``gateway policy`` (called by ``gateway.authz.commands``)."""
     parser = policy_subparsers.add_parser(
-        "test", help="run the policy test suites (tests/*.toml beside the packs, and their demo.toml)"
+        "test",
+        help="run the policy test suites (tests/*.toml beside the packs, and their demo.toml)",
+        epilog=EXIT_STATUS,
     )
     add_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gateway policy test", description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="gateway policy test", description=(__doc__ or "").split("\n\n")[0], epilog=EXIT_STATUS
+    )
     add_arguments(parser)
     return command(parser.parse_args(argv))
 

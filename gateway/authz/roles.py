@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, read_bundle_text
 
 ROLES_FILE = "roles.toml"
 ROLE_KIND_MISMATCH = "role-kind-mismatch"
@@ -87,9 +87,7 @@ def load_roles(directory: Path) -> RoleModel:
     """Read ``roles.toml`` of a bundle's taxonomy directory; ``PolicyError`` naming the file on any problem."""
     path = directory / ROLES_FILE
     try:
-        document: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolicyError(f"{path}:1: cannot read the role model: {exc}") from None
+        document: dict[str, Any] = tomllib.loads(read_bundle_text(path, "the role model"))
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}:{getattr(exc, 'lineno', 1)}: {exc}") from None
     problems: list[str] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gateway.authz.errors import PolicyError
+from gateway.authz.errors import PolicyError, read_bundle_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ def load_taxonomy(directory: Path) -> Taxonomy:
     project = directory / "project.toml"
     if project.exists():
         try:
-            doc = tomllib.loads(project.read_text(encoding="utf-8"))
+            doc = tomllib.loads(read_bundle_text(project, "the taxonomy extension"))
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{project}:{getattr(exc, 'lineno', 1)}: TOML syntax: {exc}") from None
         for table, target in (("data_use", uses), ("data_category", categories)):

@@ -1,4 +1,6 @@
-"""W3C traceparent: join valid callers, start a new trace otherwise, always send sampled upstream."""
+"""W3C traceparent: join valid callers, start a new trace otherwise, always send sampled upstream.
+
+The module's parsing and formatting are proven equal to OpenTelemetry's propagator at the end."""
 
 from __future__ import annotations
 
@@ -7,6 +9,16 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    format_span_id,
+    format_trace_id,
+    get_current_span,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.audit.tracecontext import (
     format_traceparent,
@@ -81,3 +93,68 @@ def test_any_header_gives_a_usable_context(header: str) -> None:
 def test_every_well_formed_header_round_trips(trace: int, span: int, flags: int) -> None:
     header = f"00-{trace:032x}-{span:016x}-{flags:02x}"
     assert parse_traceparent(header) == (f"{trace:032x}", f"{span:016x}")
+
+
+# The module parses and formats on strings for speed; OpenTelemetry's propagator is the reference.
+_PROPAGATOR = TraceContextTextMapPropagator()
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _propagator_parse(header: str) -> tuple[str, str, int] | None:
+    parent = get_current_span(_PROPAGATOR.extract({"traceparent": header})).get_span_context()
+    if not parent.is_valid:
+        return None
+    return format_trace_id(parent.trace_id), format_span_id(parent.span_id), int(parent.trace_flags)
+
+
+def _field(size: int) -> st.SearchStrategy[str]:
+    """A field of about the right length, mostly valid, sometimes zero, upper case or a digit short."""
+    return st.one_of(
+        st.text("0123456789abcdef", min_size=size, max_size=size),
+        st.just("0" * size),
+        st.text(_HEX, min_size=size - 1, max_size=size + 1),
+    )
+
+
+_near_valid = st.builds(
+    lambda lead, version, trace, span, flags, rest, trail, sep: (
+        lead + sep.join((version, trace, span, flags)) + rest + trail
+    ),
+    st.sampled_from(["", " ", "\t", " \t", "\n", "\r", "\x0c"]),
+    st.one_of(st.sampled_from(["00", "01", "fe", "ff", "FF", "0"]), _field(2)),
+    _field(32),
+    _field(16),
+    _field(2),
+    st.one_of(st.just(""), st.just("-"), st.text(max_size=12).map(lambda s: "-" + s)),
+    st.sampled_from(["", " ", "\t", "\n", "\r", "\n\n", " x"]),
+    st.sampled_from(["-", "-", "-", "_"]),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.one_of(
+        _near_valid,
+        st.from_regex(TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE),
+        st.text(max_size=80),
+        st.text("0123456789abcdef-", min_size=500, max_size=530),
+    )
+)
+def test_parsing_equals_the_propagator(header: str) -> None:
+    assert parse_traceparent_strict(header) == _propagator_parse(header)
+
+
+def test_over_long_header_is_refused_like_the_propagator() -> None:
+    header = f"01-{TRACE}-{SPAN}-01-" + "x" * 512
+    assert _propagator_parse(header) is None
+    assert parse_traceparent_strict(header) is None
+    assert parse_traceparent_strict(header[:512]) == (TRACE, SPAN, 1) == _propagator_parse(header[:512])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1))
+def test_formatting_equals_the_propagator(trace: int, span: int) -> None:
+    ours = SpanContext(trace, span, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, set_span_in_context(NonRecordingSpan(ours)))
+    assert format_traceparent(format_trace_id(trace), format_span_id(span)) == carrier["traceparent"]

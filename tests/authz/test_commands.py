@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,83 @@ def test_explain_rejects_a_malformed_case(tmp_path: Path, capsys: pytest.Capture
     path.write_text('[[case]]\nname = "no principal"\n')
     assert main(["policy", "explain", "--dir", str(POLICIES), str(path)]) == 2
     assert "principal" in capsys.readouterr().err
+
+
+# --- one exit status for a broken policy set, whichever command reads it --------------------------
+
+
+def _broken(kind: str, target: Path) -> Path:
+    """A copy of the test policies broken one way; returns the directory the commands are given."""
+    if kind == "missing directory":
+        return target / "nowhere"
+    shutil.copytree(POLICIES, target)
+    if kind == "not a directory":
+        (target / "file").write_text("")
+        return target / "file"
+    if kind == "cedar syntax":
+        (target / "broken.cedar").write_text('@id("b") @source("s") @clause("c")\npermit (principal, action,\n')
+    elif kind == "schema validation":
+        (target / "broken.cedar").write_text(
+            '@id("b") @source("s") @clause("c")\nforbid (principal, action, resource) when { resource.owner.nope };\n'
+        )
+    elif kind == "undecodable policy file":
+        (target / "broken.cedar").write_bytes(b"\xff\xfe permit")
+    elif kind == "undecodable manifest":
+        (target / "manifests" / "broken.toml").write_bytes(b"\xff\xfe")
+    elif kind == "undecodable schema":
+        (target / "schema.cedarschema").write_bytes(b"\xff\xfe")
+    elif kind == "undecodable role model":
+        (target / "taxonomy" / "roles.toml").write_bytes(b"\xff\xfe")
+    elif kind == "undecodable taxonomy extension":
+        (target / "taxonomy" / "project.toml").write_bytes(b"\xff\xfe")
+    elif kind == "unreadable taxonomy entry":
+        (target / "taxonomy" / "project.toml").unlink()
+        (target / "taxonomy" / "project.toml").mkdir()
+    else:
+        raise AssertionError(kind)
+    return target
+
+
+BROKEN = (
+    "cedar syntax",
+    "schema validation",
+    "missing directory",
+    "not a directory",
+    "undecodable policy file",
+    "undecodable manifest",
+    "undecodable schema",
+    "undecodable role model",
+    "undecodable taxonomy extension",
+    "unreadable taxonomy entry",
+)
+
+
+@pytest.mark.parametrize("kind", BROKEN)
+@pytest.mark.parametrize("command", ["validate", "explain", "test"])
+def test_a_broken_policy_set_exits_1_from_every_policy_command(
+    kind: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = str(_broken(kind, tmp_path / "policies"))
+    argv = {
+        "validate": ["policy", "validate", directory],
+        "explain": ["policy", "explain", "--dir", directory, str(EXAMPLE)],
+        "test": ["policy", "test", directory],
+    }[command]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    # file:line diagnostics, then the count; never a traceback
+    assert lines[-1].endswith(" error(s)"), err
+    assert lines[:-1] and all(re.match(r"[^:]+:\d+: ", line) for line in lines[:-1]), err
+    assert str(tmp_path / "policies") in err
+
+
+@pytest.mark.parametrize("command", ["validate", "explain", "test"])
+def test_every_policy_command_documents_its_exit_status(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["policy", command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 " in help_text
+    assert "1 the policies are broken" in help_text
+    assert "2 " in help_text

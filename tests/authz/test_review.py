@@ -74,11 +74,6 @@ def test_a_record_past_its_retention_is_refused_with_the_policy_and_its_clause(e
     assert refusal.policy_ids == ("retention-limit",)
     assert refusal.reasons[0]["policy"] == "retention-limit" and "retained" in refusal.reasons[0]["clause"]
     assert refusal.route_id == "payments.read" and refusal.resource_id == "pay-a-001" and not refusal.masks
-    status, problem = refusal.problem("dec-1")
-    document = json.loads(problem)
-    assert (
-        status == 403 and document["decision_id"] == "dec-1" and document["reasons"][0]["policy"] == "retention-limit"
-    )
 
 
 def test_a_record_within_its_retention_is_passed_on_masked(engine: PolicyEngine) -> None:
@@ -166,8 +161,6 @@ def test_an_answer_whose_facts_cannot_be_read_is_refused_502(
     refusal = reviewed(agent_payment(engine), body, content_type=content_type).refusal
     assert refusal is not None and (refusal.status, refusal.reason) == (502, "unreadable_response")
     assert refusal.policy_ids == ("fail-closed",) and detail in refusal.detail
-    status, problem = refusal.problem("dec-2")
-    assert status == 502 and json.loads(problem)["reason"] == "unreadable_response"
 
 
 def test_a_list_without_its_array_or_with_an_unreadable_item_is_refused(engine: PolicyEngine) -> None:
