@@ -5,24 +5,25 @@ Flow (``Authorizer``, called by ``gateway/app.py``)::
     match(method, path, raw_path)  -> RouteMatch | None       gateway/adapters/: canonical path, route map
     body_needed(match)             -> bytes to buffer          only routes that lift body fields
     authorize(principal, match, purpose=, recipient=, consent_ref=, body=, now=) -> Decision
+        0. a repeat within the decision memo's second (DecisionMemo) is answered from it
         1. inputs: X-Purpose known in the taxonomy (else 400), X-Recipient / X-Consent-Ref syntax,
-           required headers, lifted body fields (else 400)
-        2. facts: tenant settings, opt-out list, consent record (resolvers.py: aiohttp, TTL cache,
-           single flight; any failure denies with a "fail-closed" reason)
-        3. engine.decide(Facts) -> Verdict (engine.py), cached
+           required headers, lifted body fields (else 400)               decide.py check_inputs
+        2. facts: tenant settings, opt-out list, consent record (a FactSource: resolvers.py over
+           HTTP with a TTL cache and single flight; any failure denies with a "fail-closed" reason)
+        3. engine.decide(Facts) -> Verdict (engine.py), cached           decide.py decide_request
         4. routes with ``facts_from``: the record's facts fetched (resolvers) and decided again
     review_response(decision, status, content_type, body, now) -> ResponseReview   review.py
         when ``decision.inspects_response``: the record's facts read from the 2xx JSON answer and
-        decided again (refusal 403, or list items withheld), then the masks; 502 when unreadable
-    mask(decision, body)           -> (masked JSON, pointers)  masking.py (kept; review_response does it)
+        decided again (refusal 403, or list items withheld), then the masks (masking.py, over the
+        one JSON-pointer walker gateway/adapters/jsonpointer.py); 502 when unreadable
 
 Parts: ``taxonomy`` (fideslang data uses and categories + project children, as data), ``manifests``
 (per category: purposes, recipients, retention -> entity attributes), ``policyset`` (load, validate,
 ``@id`` re-keying, slicing), ``cedarsource`` (policy boundaries and line numbers, schema hierarchies),
 ``entities`` (request entities and context as Cedar JSON), ``engine`` (one immutable bundle + caches),
-``recordfacts`` (facts about a record read from a JSON document), ``review`` (the second decision once
-the upstream answered), ``cases`` (a request written out, for ``policy explain`` and policy tests),
-``commands`` (CLI).
+``recordfacts`` (facts about a record read from a JSON document), ``decide`` (the one fact builder,
+shared by traffic and policy tests), ``review`` (the second decision once the upstream answered),
+``cases`` (a request written out, for ``policy explain`` and policy tests), ``commands`` (CLI).
 
 Design and trade-offs
 - Pre-parsed handles only: one ``cedarpy.PolicySet`` per slice, the ``Schema`` once, an ``Entities``
@@ -60,8 +61,7 @@ Design and trade-offs
   masked (``Decision.inspects_response``).
 - Fail closed everywhere: evaluation errors (Cedar skips an erroring policy, which could turn a deny
   into an allow) deny; an unexpected exception denies; a resolver failure denies; an answer whose
-  record facts cannot be read, or that must be masked but is not JSON, is refused (502); ``mask``
-  raises ``ValueError`` on a body that is not JSON.
+  record facts cannot be read, or that must be masked but is not JSON, is refused (502).
 - Hot reload: the bundle is rebuilt from the files and swapped atomically; a broken file keeps the
   last good bundle, sets ``last_error`` (file:line diagnostics) and logs it. ``ready`` stays True then
   (the gateway is enforcing a validated set); the operator sees the error in ``/readyz``.
