@@ -83,7 +83,8 @@ def summarize(stacks: list[tuple[list[str], int]], top_n: int = TOP_N) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The request path's steps, each by the frames that open it. A sample counts for the innermost step on
+# The request path's steps, each by the frames that open it (a pattern in parentheses, "(aiohttp/",
+# stands for every frame of that file or package). A sample counts for the innermost step on
 # its stack (walked from the leaf up), so the shares add up to the whole and nested steps (the signature
 # inside the upstream headers, the token check inside admission) are not counted twice.
 STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -94,12 +95,12 @@ STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audit: build and queue the record", ("Gateway.audit_record (", "Gateway.audit_writable (")),
     ("X-Gateway-Assertion (Ed25519 JWS)", ("AssertionSigner.sign_request (",)),
     ("upstream headers", ("Gateway._upstream_headers (",)),
-    ("upstream call and answer (aiohttp)", ("UpstreamClient.open (", "read_bounded (", "relay_body (")),
+    ("upstream call and answer (aiohttp)", ("UpstreamClient.open (", "read_bounded (", "relay_body (", "(aiohttp/")),
     ("review and mask the answer", ("Authorizer.review_response (",)),
     ("answer the client (uvicorn send)", ("Exchange.respond (", "RequestResponseCycle.send (")),
     ("decision id and trace ids", ("Gateway.exchange (",)),
     ("request path, rest (gateway/app.py)", ("Gateway.",)),
-    ("HTTP server (uvicorn, httptools, protocol limits)", ("GatewayHttpProtocol.", "HttpToolsProtocol.")),
+    ("HTTP server (uvicorn, httptools, protocol limits)", ("GatewayHttpProtocol.", "(uvicorn/protocols/")),
 )
 # Every thread but the event loop's: the audit writer (rows, SQLite, commits), the span exporter.
 OTHER_THREADS_STEP = "other threads: the audit writer (rows, SQLite, commits), exporters"
@@ -115,8 +116,8 @@ def step_of(frames: list[str]) -> str:
     if thread and not thread.endswith(": MainThread"):
         return OTHER_THREADS_STEP
     for frame in reversed(frames):
-        for name, prefixes in STEPS:
-            if frame.startswith(prefixes):
+        for name, patterns in STEPS:
+            if any(frame.startswith(p) if p[0] != "(" else p in frame for p in patterns):
                 return name
     return OTHER_STEP
 
