@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from gateway.demo.tenants import CONTOSO_TENANT as A
-from tests.hostile.support import eventually, parse_replies, stored_decision_ids
+from tests.hostile.support import parse_replies, stored_decision_ids
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
 from tests.support.stack import Reply, Stack, gateway_env, process_stack, raw_exchange
 
@@ -103,7 +104,10 @@ def test_two_workers_serve(idp: DevIdP, echo_server: ThreadedServer, reference_u
             assert answer.status == 400 and answer.json()["reason"] == "not_http"
             refused.add(answer.header("X-Decision-Id"))
         audit = tmp_path / "audit.sqlite"
-        assert eventually(lambda: refused <= stored_decision_ids(audit), timeout=20)
+        wait_until(
+            lambda: refused <= stored_decision_ids(audit), timeout=20,
+            message="every refused request in the audit store",
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
