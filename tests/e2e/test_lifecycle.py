@@ -17,6 +17,7 @@ from gateway.demo.tenants import CONTOSO_TENANT as A
 from tests.hostile.support import parse_replies, stored_decision_ids
 from tests.support.idp import DevIdP
 from tests.support.poll import wait_until
+from tests.support.processes import close_pipes
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
 from tests.support.stack import Reply, Stack, gateway_env, process_stack, raw_exchange
 
@@ -49,6 +50,7 @@ def served(idp: DevIdP, echo_server: ThreadedServer, reference_upstream: Threade
         if process.poll() is None:
             process.kill()
         process.wait(10)
+        close_pipes(process)
 
 
 def test_graceful_shutdown_lets_in_flight_request_finish(served: tuple[subprocess.Popen[bytes], Stack]) -> None:
@@ -110,4 +112,7 @@ def test_two_workers_serve(idp: DevIdP, echo_server: ThreadedServer, reference_u
         )
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
+        try:
+            assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
+        finally:
+            close_pipes(process)

@@ -27,6 +27,7 @@ from gateway.identity.devidp import create_app
 from gateway.identity.devkeys import keys_path, load_key_ring
 from gateway.identity.devtokens import mint_token
 from tests.support.idp import DevIdP, dev_idp  # noqa: F401
+from tests.support.processes import close_pipes
 from tests.support.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,3 +244,5 @@ def test_dev_idp_command_serves(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        finally:
+            close_pipes(process)

@@ -29,6 +29,7 @@ from gateway.identity.commands import register
 from gateway.identity.devapps import apps_path, load_apps, register_app
 from gateway.identity.devtls import dev_tls
 from tests.clients.conftest import TwoDoorIdP, two_door_idp
+from tests.support.processes import close_pipes
 from tests.support.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,6 +209,9 @@ def test_dev_idp_serves_both_doors_as_a_process_and_stops_on_sigterm(tmp_path: P
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+            close_pipes(process)
             raise
-    # uvicorn re-raises the signal it shut down on once both servers are down: either way it stopped
-    assert code in (0, -signal.SIGTERM), process.stderr.read() if process.stderr else b""
+    assert process.stderr is not None
+    with process.stderr:
+        # uvicorn re-raises the signal it shut down on once both servers are down: either way it stopped
+        assert code in (0, -signal.SIGTERM), process.stderr.read()

@@ -78,7 +78,7 @@ class _Poll:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     message: Message,
     timeout: float = DEFAULT_TIMEOUT,
@@ -109,14 +109,14 @@ def wait_until(
 
 @overload
 async def wait_until_async(
-    predicate: Callable[[], Awaitable[T]], *, message: Message, timeout: float = ..., interval: float = ...,
+    predicate: Callable[[], Awaitable[T | None]], *, message: Message, timeout: float = ..., interval: float = ...,
     attempts: int | None = ..., ignoring: tuple[type[BaseException], ...] = ...,
 ) -> T: ...
 
 
 @overload
 async def wait_until_async(
-    predicate: Callable[[], T], *, message: Message, timeout: float = ..., interval: float = ...,
+    predicate: Callable[[], T | None], *, message: Message, timeout: float = ..., interval: float = ...,
     attempts: int | None = ..., ignoring: tuple[type[BaseException], ...] = ...,
 ) -> T: ...
 
