@@ -38,7 +38,8 @@ def get_json(url: str) -> tuple[int, Any]:
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:  # it holds the connection
+            return error.code, json.loads(error.read())
 
 
 def segment_json(token: str, index: int) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def post(url: str, form: dict[str, str] | bytes, ca: Path | None = None,
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:  # it holds the connection
+            return error.code, json.loads(error.read())
 
 
 def get(url: str, ca: Path | None = None) -> tuple[int, dict[str, Any]]:
@@ -65,7 +66,8 @@ def get(url: str, ca: Path | None = None) -> tuple[int, dict[str, Any]]:
         with urllib.request.urlopen(url, timeout=10, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:  # it holds the connection
+            return error.code, json.loads(error.read())
 
 
 def claims_of(token: str) -> dict[str, Any]:
