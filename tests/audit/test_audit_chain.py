@@ -22,6 +22,7 @@ from gateway.audit.chain import GENESIS, Canonical, ChainError, record_hash, tab
 from gateway.audit.checkpoints import read_entries, store_entries
 from gateway.audit.maintenance import VerifyReport, verify
 from gateway.audit.schema import connect_reader
+from tests.support.poll import wait_until_async
 
 from .helpers import make_record, reader, running, settings
 
@@ -333,7 +334,8 @@ async def test_checkpoints_are_signed_periodically_and_at_close(tmp_path: Path) 
     async with running(settings(store, checkpoint_interval_seconds=0)) as log:
         for _ in range(3):
             await log.record(make_record())
-            await _until(lambda: log.stats.committed >= 1 and log.queue_depth == 0)
+            await wait_until_async(lambda: log.stats.committed >= 1 and log.queue_depth == 0,
+                                   message="the record committed and the queue empty")
     with contextlib.closing(reader(store)) as conn:
         kinds = [r[0] for r in conn.execute("SELECT kind FROM checkpoints")]
     assert kinds and set(kinds) == {"head"}
@@ -352,16 +354,6 @@ async def test_a_store_of_an_older_gateway_verifies_and_chains_from_there(tmp_pa
     await _store(store, 3)
     report = _report(store)
     assert report.ok and (report.gateways[0].unchained, report.gateways[0].chained) == (5, 3)
-
-
-async def _until(condition: object, timeout: float = 10.0) -> None:
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.01)
 
 
 async def test_checkpoints_travel_with_the_exported_spans_and_verify_the_store(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,16 +22,13 @@ import pytest
 from gateway.audit.log import AuditLog, AuditUnavailable
 from gateway.audit.maintenance import verify
 from gateway.audit.schema import connect_reader
+from tests.support.poll import wait_until_async
 
 from .helpers import make_record, reader, running, settings, stored_sequences, write_lock
 
 
-async def _until(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    await wait_until_async(condition, timeout=timeout, interval=0.02, message="the audit log's state")
 
 
 async def test_start_fails_when_the_store_cannot_be_opened(tmp_path: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from tests.support.poll import wait_until_async
 from tests.support.servers import free_port
 
 from .helpers import make_record, running, settings
@@ -57,11 +57,9 @@ async def test_export_lag_is_reported_while_the_collector_is_away(tmp_path: Path
                       otlp_timeout_seconds=0.2, export_interval_seconds=0.05, close_timeout_seconds=0.5)
     async with running(config, meter_provider=provider) as log:
         await log.record(make_record(time=make_record().time - 30))
-        assert log.exporter is not None
-        for _ in range(200):
-            if log.exporter.failures:
-                break
-            await asyncio.sleep(0.05)
+        exporter = log.exporter
+        assert exporter is not None
+        await wait_until_async(lambda: exporter.failures, message="a failed export")
         collected = points(reader)
     lag = [p.value for p in collected["gateway.audit.export.lag"]]
     assert len(lag) == 1 and lag[0] >= 30

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSett
 from gateway.audit import commands
 from gateway.audit.log import AuditLog
 from gateway.audit.tracecontext import parse_traceparent
+from tests.support.poll import wait_until_async
 from tests.support.servers import free_port
 
 from .helpers import make_record, reader, running, settings
@@ -65,11 +65,7 @@ async def receiver(port: int) -> AsyncIterator[Collected]:
 
 
 async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    await wait_until_async(condition, timeout=timeout, message="the export's state")
 
 
 def export_settings(path: Path, port: int, **overrides: Any) -> Any:

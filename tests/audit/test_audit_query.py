@@ -30,6 +30,7 @@ from gateway.audit.query import (
 )
 from gateway.audit.record import DecisionRecord
 from gateway.audit.schema import connect_reader, time_to_us
+from tests.support.poll import wait_until_async
 
 from .corpus import CONTRACT_FIELDS, NOW, brute_force, filters, in_tree, random_records
 from .helpers import make_record, running
@@ -224,10 +225,10 @@ async def test_queries_run_while_the_gateway_writes(tmp_path: Path) -> None:
         # async mode: a record is queryable shortly after record() returns (bounded wait, no timing claim)
         rec = make_record(principal_id="p-late")
         await log.record(rec)
-        deadline = time.monotonic() + 10
-        found: list[dict[str, Any]] = []
-        while not found and time.monotonic() < deadline:
+
+        def late() -> list[dict[str, Any]]:
             with contextlib.closing(connect_reader(str(store))) as conn:
-                found = query_decisions(conn, AuditFilter(principal="p-late"))
-            await asyncio.sleep(0.01)
+                return query_decisions(conn, AuditFilter(principal="p-late"))
+
+        found = await wait_until_async(late, interval=0.01, message="the late record in the store")
         assert [row["decision_id"] for row in found] == [rec.decision_id]

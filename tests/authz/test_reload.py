@@ -3,7 +3,6 @@ good set and shows in ``last_error``; caches are dropped with the old set."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 from gateway.authz.authorizer import Authorizer
 from gateway.authz.settings import AuthzSettings
 from tests.authz.support import POLICIES, ROUTE_MAPS, A, user
+from tests.support.poll import wait_until_async
 
 SUPPORT = "essential.service.operations.support"
 EXTRA = """
@@ -90,17 +90,11 @@ async def test_the_watcher_picks_up_changes(tmp_path: Path) -> None:
     try:
         first_hash = authz.policy_hash
         touch_later(policies / "base" / "broken.cedar", "permit (")
-        for _ in range(100):  # bounded: at most 5 s
-            if authz.last_error:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: authz.last_error, timeout=5, message="the broken file to be noticed")
         assert authz.last_error is not None and "broken.cedar" in authz.last_error
         assert authz.policy_hash == first_hash
         touch_later(policies / "base" / "broken.cedar", EXTRA)
-        for _ in range(100):
-            if authz.policy_hash != first_hash:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: authz.policy_hash != first_hash, timeout=5, message="the fixed set to load")
         assert authz.policy_hash != first_hash and authz.last_error is None
     finally:
         await authz.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import email
 import json
+from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -33,11 +34,24 @@ SERVICE = "essential.service"
 SUPPORT = "essential.service.operations.support"
 
 
+_built: list[Any] = []
+
+
 def gmail(stack: Stack, token: str) -> Any:
     # The document's rootUrl is set to the gateway's: googleapiclient's api_endpoint override would
     # move the upload path's host but keep rootUrl's https scheme, and the gateway here is plain http.
     document = {**json.loads(DISCOVERY), "rootUrl": stack.url + "/"}
-    return build_from_document(document, credentials=Credentials(token))
+    service = build_from_document(document, credentials=Credentials(token))
+    _built.append(service)
+    return service
+
+
+@pytest.fixture(autouse=True)
+def _close_the_services() -> Iterator[None]:
+    """A service keeps its httplib2 connections open until closed (else: unclosed socket warnings)."""
+    yield
+    while _built:
+        _built.pop().close()
 
 
 def run(request: HttpRequest, purpose: str) -> Any:

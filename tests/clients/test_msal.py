@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import msal
@@ -27,6 +28,23 @@ from tests.clients.conftest import TwoDoorIdP
 from tests.support.stack import Stack
 
 SCOPE = [f"{GATEWAY_APP_ID_URI}/.default"]
+
+
+@pytest.fixture(autouse=True)
+def _close_msal_sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MSAL opens a ``requests.Session`` per application and never closes it; its kept-alive TLS
+    connections leak (ResourceWarning) and hold up the https door's shutdown. Closed after each test."""
+    sessions: list[requests.Session] = []
+
+    class Recorded(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            sessions.append(self)
+
+    monkeypatch.setattr(requests, "Session", Recorded)  # msal.application imports it when it builds one
+    yield
+    for session in sessions:
+        session.close()
 
 
 def claims_of(token: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import pytest
 from gateway.demo import stack
 from gateway.demo.ports import PortUnavailable, check_port
 from gateway.demo.tenants import CONTOSO_TENANT
+from tests.support.processes import close_pipes
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The commands must give up within this; a bound on the wait, not a measurement.
@@ -182,6 +183,7 @@ def running_demo(ports: list[int], dev_dir: Path, cwd: Path) -> Iterator[list[st
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+            close_pipes(process)
 
 
 def send(line: str, port: int) -> tuple[int, str]:

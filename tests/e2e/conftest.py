@@ -26,7 +26,9 @@ def reference_upstream() -> Iterator[ThreadedServer]:
 
 @pytest.fixture(scope="module")
 def echo_server() -> Iterator[ThreadedServer]:
-    with serve(echo_upstream) as server:
+    # Its hang and slow routes sleep for as long as a test asks: at the end, those are cut short
+    # rather than waited for (uvicorn waits for every open request by default).
+    with serve(echo_upstream, timeout_graceful_shutdown=1) as server:
         yield server
 
 

@@ -3,6 +3,7 @@ record; a burst larger than the async queue loses nothing."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import sqlite3
@@ -71,7 +72,7 @@ class Hammer:
             try:
                 reply = self.stack.http("GET", f"/tenants/{A}/contacts/ct-a-00{1 + (n + i) % 9}", token=self.token,
                                         purpose=SUPPORT, timeout=5)
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:  # a killed gateway cuts an answer short
                 with self._lock:
                     self.errors.append(type(exc).__name__)
                 continue

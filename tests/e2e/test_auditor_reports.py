@@ -11,7 +11,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from gateway.cli import main as gateway_main
 from gateway.demo.fixtures import build_fixtures
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer
 from tests.support.stack import Stack, running_gateway
 
@@ -88,14 +88,14 @@ def store(idp: DevIdP, reference_upstream: ThreadedServer, tmp_path_factory: pyt
     with running_gateway(idp, reference_upstream.url, audit) as stack:
         touched = traffic(stack)
         ids = [i for group in touched.values() for i in group]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with sqlite3.connect(f"file:{audit}?mode=ro", uri=True) as conn:
-                marks = ",".join("?" for _ in ids)
-                if conn.execute(f"SELECT count(*) FROM decisions WHERE decision_id IN ({marks})", ids).fetchone()[0] \
-                        == len(set(ids)):  # fmt: skip
-                    break
-            time.sleep(0.05)
+        marks = ",".join("?" for _ in ids)
+
+        def all_stored() -> bool:
+            with contextlib.closing(sqlite3.connect(f"file:{audit}?mode=ro", uri=True)) as conn:
+                query = f"SELECT count(*) FROM decisions WHERE decision_id IN ({marks})"
+                return bool(conn.execute(query, ids).fetchone()[0] == len(set(ids)))
+
+        wait_until(all_stored, message=f"the {len(set(ids))} decisions of the traffic in the audit store")
     yield audit, touched
 
 

@@ -4,9 +4,9 @@ the shipped policies. Each test is one promise of the role model or the request 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sqlite3
-import time
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from gateway.audit.query import show_decision
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from gateway.demo.tenants import FABRIKAM_TENANT as B
 from tests.support.clock import rfc3339_in
+from tests.support.poll import wait_until
 from tests.support.stack import Reply, Stack
 
 SUPPORT = "essential.service.operations.support"
@@ -200,15 +201,17 @@ def test_every_response_is_audited(stack: Stack) -> None:
     ids = [r.header("X-Decision-Id") for r in replies]
     assert all(ids)
     found: dict[str, Any] = {}
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(found) < len(ids):
-        with sqlite3.connect(f"file:{stack.audit_path}?mode=ro", uri=True) as conn:
+
+    def all_found() -> bool:
+        with contextlib.closing(sqlite3.connect(f"file:{stack.audit_path}?mode=ro", uri=True)) as conn:
             conn.row_factory = sqlite3.Row
             for decision_id in ids:
                 row = show_decision(conn, decision_id) if decision_id not in found else None
                 if row:
                     found[decision_id] = row
-        time.sleep(0.05)
+        return len(found) == len(ids)
+
+    wait_until(all_found, message=lambda: f"all {len(ids)} decisions in the audit store ({len(found)} there)")
     assert set(found) == set(ids)
     first = found[ids[0]]
     text = json.dumps(first)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.processes import close_pipes
 from tests.support.servers import free_port
 
 
@@ -79,6 +80,8 @@ def test_demo_starts_prints_working_curl_lines_and_stops(tmp_path: Path) -> None
         finally:
             if process.poll() is None:
                 process.kill()
+                process.wait(10)
+            close_pipes(process)
     assert process.returncode == 0
     for p in (port, upstream_port, idp_port):  # all three children are gone
         try:

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.demo.tenants import CONTOSO_TENANT as A
-from tests.hostile.support import eventually, parse_replies, stored_decision_ids
+from tests.hostile.support import parse_replies, stored_decision_ids
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
+from tests.support.processes import close_pipes
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
 from tests.support.stack import Reply, Stack, gateway_env, process_stack, raw_exchange
 
@@ -48,6 +50,7 @@ def served(idp: DevIdP, echo_server: ThreadedServer, reference_upstream: Threade
         if process.poll() is None:
             process.kill()
         process.wait(10)
+        close_pipes(process)
 
 
 def test_graceful_shutdown_lets_in_flight_request_finish(served: tuple[subprocess.Popen[bytes], Stack]) -> None:
@@ -103,7 +106,13 @@ def test_two_workers_serve(idp: DevIdP, echo_server: ThreadedServer, reference_u
             assert answer.status == 400 and answer.json()["reason"] == "not_http"
             refused.add(answer.header("X-Decision-Id"))
         audit = tmp_path / "audit.sqlite"
-        assert eventually(lambda: refused <= stored_decision_ids(audit), timeout=20)
+        wait_until(
+            lambda: refused <= stored_decision_ids(audit), timeout=20,
+            message="every refused request in the audit store",
+        )
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
+        try:
+            assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
+        finally:
+            close_pipes(process)

@@ -9,6 +9,7 @@ from pathlib import Path
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from tests.audit.test_audit_otlp import receiver, until
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until_async
 from tests.support.servers import ThreadedServer, free_port
 from tests.support.stack import running_gateway
 
@@ -38,7 +39,10 @@ async def test_every_decision_arrives_even_after_a_collector_outage(
             return ids
 
         during_outage = await asyncio.to_thread(send_batch, 15)
-        await asyncio.sleep(1.0)  # the exporter fails and backs off meanwhile
+        exporter = stack.app.audit.exporter
+        assert exporter is not None
+        # the exporter has tried to send while the receiver was down, failed and backs off
+        await wait_until_async(lambda: exporter.failures >= 1, message="an export failed while the receiver was down")
         async with receiver(port) as collected:
             after = await asyncio.to_thread(send_batch, 15)
             expected = set(during_outage + after)

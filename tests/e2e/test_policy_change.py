@@ -10,7 +10,6 @@ import io
 import json
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from gateway.cli import main as gateway_main
 from gateway.demo.tenants import CONTOSO_TENANT as A
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer
 from tests.support.stack import Stack, running_gateway
 
@@ -76,15 +76,14 @@ def traffic(stack: Stack) -> dict[str, tuple[str, int]]:
 
 
 def committed(audit_path: Path, ids: list[str]) -> list[sqlite3.Row]:
-    deadline = time.monotonic() + 10
-    while True:
-        with sqlite3.connect(f"file:{audit_path}?mode=ro", uri=True) as conn:
+    def rows() -> list[sqlite3.Row] | None:
+        with contextlib.closing(sqlite3.connect(f"file:{audit_path}?mode=ro", uri=True)) as conn:
             conn.row_factory = sqlite3.Row
             marks = ",".join("?" for _ in ids)
-            rows = conn.execute(f"SELECT * FROM decisions WHERE decision_id IN ({marks})", ids).fetchall()
-        if len(rows) == len(ids) or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
+            found = conn.execute(f"SELECT * FROM decisions WHERE decision_id IN ({marks})", ids).fetchall()
+        return found if len(found) == len(ids) else None
+
+    return wait_until(rows, message=f"the {len(ids)} decisions in the audit store")
 
 
 @pytest.fixture(scope="module")

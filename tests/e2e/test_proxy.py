@@ -213,10 +213,12 @@ def test_concurrent_requests_share_the_pool(echo_stack: Stack) -> None:
 
 
 def test_trace_context_joins_the_callers_trace_and_reaches_upstream(echo_stack: Stack) -> None:
+    import contextlib
     import sqlite3
-    import time
+    from typing import Any
 
     from gateway.audit.query import show_decision
+    from tests.support.poll import wait_until
 
     trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     reply = echo_stack.http(
@@ -232,14 +234,13 @@ def test_trace_context_joins_the_callers_trace_and_reaches_upstream(echo_stack: 
     assert our_span != caller_span
     decision_id = reply.header("X-Decision-Id")
     assert decision_id
-    record = None
-    deadline = time.monotonic() + 10
-    while record is None and time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{echo_stack.audit_path}?mode=ro", uri=True) as conn:
+
+    def stored() -> dict[str, Any] | None:
+        with contextlib.closing(sqlite3.connect(f"file:{echo_stack.audit_path}?mode=ro", uri=True)) as conn:
             conn.row_factory = sqlite3.Row
-            record = show_decision(conn, decision_id)
-        time.sleep(0.05)
-    assert record is not None
+            return show_decision(conn, decision_id)
+
+    record = wait_until(stored, message=f"decision {decision_id} in the audit store")
     assert record["trace_id"] == trace_id
     assert record["span_id"] == our_span
     assert record["parent_span_id"] == caller_span

@@ -4,14 +4,15 @@ Each refused request is one that was answered 200 before the role model was enfo
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-import time
 from typing import Any
 
 import pytest
 
 from gateway.audit.query import show_decision
 from gateway.demo.tenants import CONTOSO_TENANT as A
+from tests.support.poll import wait_until
 from tests.support.stack import Stack
 
 MAILBOX_OWNER = "0b1c2d3e-0000-4000-8000-00000000a11c"
@@ -19,15 +20,14 @@ MAILBOX_OWNER = "0b1c2d3e-0000-4000-8000-00000000a11c"
 
 def audited(stack: Stack, decision_id: str) -> dict[str, Any]:
     """The audit record of a decision (async mode: queryable within a second), bounded wait."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{stack.audit_path}?mode=ro", uri=True) as conn:
+
+    def stored() -> dict[str, Any] | None:
+        with contextlib.closing(sqlite3.connect(f"file:{stack.audit_path}?mode=ro", uri=True)) as conn:
             conn.row_factory = sqlite3.Row
             row = show_decision(conn, decision_id)
-        if row:
-            return dict(row)
-        time.sleep(0.05)
-    raise AssertionError(f"decision {decision_id} was not audited")
+        return dict(row) if row else None
+
+    return wait_until(stored, message=f"decision {decision_id} in the audit store")
 
 
 def first_message(stack: Stack) -> str:

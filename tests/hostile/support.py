@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,15 +328,6 @@ def stored_record(audit_path: Path, decision_id: str) -> dict[str, Any] | None:
         conn.execute("PRAGMA busy_timeout = 2000")
         row = conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
         return dict(row) if row is not None else None
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 20.0, pause: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(pause)
-    return condition()
 
 
 # -- the gateway ---------------------------------------------------------------------------------------

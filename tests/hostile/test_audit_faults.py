@@ -25,8 +25,9 @@ import pytest
 from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
 from gateway.demo.tenants import CONTOSO_TENANT as A
-from tests.hostile.support import SUPPORT, Counting, Ledger, call, eventually, gateway, stored_record
+from tests.hostile.support import SUPPORT, Counting, Ledger, call, gateway, stored_record
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until, wait_until_async
 from tests.support.servers import ThreadedServer, free_port
 from tests.support.stack import Reply, Stack
 
@@ -176,7 +177,7 @@ def test_fail_closed_refuses_with_503_and_loses_nothing(
         unauthenticated = call(stack, ledger, "GET", PATH, purpose=SUPPORT)  # a refusal is refused too
         assert unauthenticated is not None and unauthenticated.status == 503
         store_fault.repair()
-        assert eventually(lambda: readiness(stack)["http_status"] == 200, timeout=20)
+        wait_until(lambda: readiness(stack)["http_status"] == 200, timeout=20, message="the gateway ready again")
         after = call(stack, ledger, "GET", PATH, token=token, purpose=SUPPORT)
         assert after is not None and after.status == 200
     missing = ledger.reconcile(stack.audit_path, timeout=10)
@@ -213,7 +214,7 @@ def test_fail_open_goes_on_loudly_and_catches_up(
         assert ready["http_status"] == 503 and ready["checks"]["audit"] is False and ready["audit_error"]
         assert any("AUDIT STORE UNWRITABLE" in r.getMessage() for r in caplog.records)
         store_fault.repair()
-        assert eventually(lambda: readiness(stack)["http_status"] == 200, timeout=20)
+        wait_until(lambda: readiness(stack)["http_status"] == 200, timeout=20, message="the gateway ready again")
     missing = ledger.reconcile(stack.audit_path, timeout=10)
     assert not missing, f"{len(missing)} records lost"
 
@@ -247,10 +248,8 @@ async def test_collector_down_for_a_while_delays_spans_and_loses_none(
                                             purpose=SUPPORT)  # fmt: skip
             assert reply is not None and reply.status == (200 if i % 4 else 401)
             ids.append(reply.header("X-Decision-Id") or "")
-        deadline = time.monotonic() + 20
-        while exporter.failures < 8 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert exporter.failures >= 8 and exporter.cursor == 0
+        await wait_until_async(lambda: exporter.failures >= 8, timeout=20, interval=0.1, message="8 failed exports")
+        assert exporter.cursor == 0
         assert (await asyncio.to_thread(readiness, stack))["http_status"] == 200
         spans: list[Any] = []
         async with OtelTapHttpProtobufReceiver(OtelTapHttpProtobufReceiverSettings(http_port=port)) as tap:
@@ -261,9 +260,8 @@ async def test_collector_down_for_a_while_delays_spans_and_loses_none(
 
             task = asyncio.create_task(collect())
             try:
-                deadline = time.monotonic() + 30
-                while len(spans) < len(ids) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
+                await wait_until_async(lambda: len(spans) >= len(ids), timeout=30, interval=0.1,
+                                       message=lambda: f"{len(ids)} spans at the collector ({len(spans)} there)")
                 await asyncio.sleep(0.3)  # room for a duplicate to show up, if one were sent
             finally:
                 task.cancel()

@@ -24,12 +24,12 @@ from tests.hostile.support import (
     Counting,
     Ledger,
     call,
-    eventually,
     gateway,
     stored_record,
 )
 from tests.identity.faults import FaultyAuthority
 from tests.support.idp import DevIdP, running_dev_idp
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer, free_port
 from tests.support.stack import Stack
 
@@ -56,7 +56,7 @@ def committed(stack: Stack, decision_id: str | None, timeout: float = 5.0) -> di
             found.append(record)
         return record is not None
 
-    assert eventually(check, timeout=timeout), f"decision {decision_id} not in the audit store"
+    wait_until(check, timeout=timeout, message=f"decision {decision_id} in the audit store")
     return found[-1]
 
 
@@ -98,7 +98,10 @@ def test_identity_provider_down_at_start(tmp_path: Path, reference: tuple[Thread
             assert reply.json()["reason"] == "keys_unavailable"
             assert committed(stack, reply.header("X-Decision-Id"))["reason"] == "keys_unavailable"
             idp.start()
-            assert eventually(lambda: readiness(stack)["http_status"] == 200, timeout=20)
+            wait_until(
+                lambda: readiness(stack)["http_status"] == 200, timeout=20,
+                message="the gateway ready once the identity provider is up",
+            )
             reply = call(stack, ledger, "GET", OWN, token=token, purpose=SUPPORT)
             assert reply is not None and reply.status == 200
         settle(stack, ledger)
@@ -132,7 +135,7 @@ def test_identity_provider_down_during_service(tmp_path: Path, reference: tuple[
             answer = call(stack, ledger, "GET", OWN, token=new, purpose=SUPPORT)
             return answer is not None and answer.status == 200
 
-        assert eventually(accepted, timeout=20, pause=0.3)
+        wait_until(accepted, timeout=20, interval=0.3, message="the token accepted")
     settle(stack, ledger)
 
 
@@ -154,14 +157,14 @@ def test_a_broken_key_endpoint(fault: tuple[Any, ...], what: str, authority: tup
                  identity_overrides={**FAST_KEYS, "http_timeout_seconds": 0.5},
                  GATEWAY_IDENTITY_UNKNOWN_KID_COOLDOWN_SECONDS="0.2") as stack:  # fmt: skip
         token = stack.mint(A, roles=["Support.Agent"])
-        assert eventually(lambda: faults.requests["keys"] >= 2, timeout=10)
+        wait_until(lambda: faults.requests["keys"] >= 2, timeout=10, message="the key sets asked for twice")
         ready = readiness(stack)
         assert ready["http_status"] == 503 and ready["checks"] == {"keys": False, "policies": True, "audit": True}
         reply = call(stack, ledger, "GET", OWN, token=token, purpose=SUPPORT)
         assert reply is not None and reply.status == 401 and reply.json()["reason"] == "keys_unavailable"
         assert 'error="invalid_token"' in (reply.header("WWW-Authenticate") or "")
         del faults.faults["keys"]
-        assert eventually(lambda: readiness(stack)["http_status"] == 200, timeout=20)
+        wait_until(lambda: readiness(stack)["http_status"] == 200, timeout=20, message="the gateway ready")
         assert call(stack, ledger, "GET", OWN, token=token, purpose=SUPPORT).status == 200  # type: ignore[union-attr]
         faults.faults["keys"] = fault
         faults.faults["metadata"] = fault if fault[0] != "huge" else ("garbage",)
@@ -170,7 +173,9 @@ def test_a_broken_key_endpoint(fault: tuple[Any, ...], what: str, authority: tup
         forged = stack.mint(A, roles=["Support.Agent"], extra_headers={"kid": "not-published"})
         reply = call(stack, ledger, "GET", OWN, token=forged, purpose=SUPPORT)
         assert reply is not None and reply.status == 401
-        assert eventually(lambda: faults.requests["keys"] + faults.requests["metadata"] > before, timeout=10)
+        wait_until(
+            lambda: faults.requests["keys"] + faults.requests["metadata"] > before, timeout=10, message="a key refresh"
+        )
         reply = call(stack, ledger, "GET", OWN, token=token, purpose=SUPPORT)
         assert reply is not None and reply.status == 200
         assert readiness(stack)["http_status"] == 200
@@ -343,7 +348,7 @@ def test_a_broken_policy_reload_keeps_the_last_good_set(
         target = (policies if where == "policies" else maps) / name
         original = target.read_text()
         target.write_text(original + garbage)
-        assert eventually(lambda: "policy_error" in readiness(stack), timeout=10), "the broken file was not noticed"
+        wait_until(lambda: "policy_error" in readiness(stack), timeout=10, message="the broken file noticed")
         ready = readiness(stack)
         assert ready["http_status"] == 200 and ready["policy_hash"] == good_hash
         assert name in ready["policy_error"]
@@ -353,6 +358,6 @@ def test_a_broken_policy_reload_keeps_the_last_good_set(
         assert denied is not None and denied.status == 403
         assert committed(stack, allowed.header("X-Decision-Id"))["policy_hash"] == good_hash
         target.write_text(original)
-        assert eventually(lambda: "policy_error" not in readiness(stack), timeout=10)
+        wait_until(lambda: "policy_error" not in readiness(stack), timeout=10, message="the fixed file loaded")
         assert call(stack, ledger, "GET", OWN, token=agent, purpose=SUPPORT).status == 200  # type: ignore[union-attr]
     settle(stack, ledger)

@@ -310,7 +310,7 @@ def test_method_override_headers_never_change_the_authorized_action(
 
 
 def stored_record_when_committed(stack: Stack, decision_id: str) -> dict[str, object]:
-    from tests.hostile.support import eventually
+    from tests.support.poll import wait_until
 
     found: list[dict[str, object]] = []
 
@@ -320,7 +320,7 @@ def stored_record_when_committed(stack: Stack, decision_id: str) -> dict[str, ob
             found.append(record)
         return record is not None
 
-    assert eventually(committed, timeout=5), f"decision {decision_id} not in the store within 5 s"
+    wait_until(committed, timeout=5, message=f"decision {decision_id} in the store")
     return found[-1]
 
 

@@ -5,6 +5,7 @@ a real ``gateway serve`` process; the in-process counterpart is in ``tests/core/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from gateway.http_protocol import REQUEST_LINE_ALLOWANCE
 from tests.demo.test_ports import reserved_ports
 from tests.support.echo_upstream import echo_upstream
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import serve, wait_for_port
 from tests.support.stack import gateway_env
 
@@ -73,15 +75,14 @@ def exchange(port: int, data: bytes, wait: float) -> bytes:
 
 
 def audited_statuses(audit: Path) -> list[int]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if audit.exists():
-            with sqlite3.connect(f"file:{audit}?mode=ro", uri=True) as conn:
-                found = [row[0] for row in conn.execute("SELECT status FROM decisions ORDER BY id")]
-            if len(found) >= 2:
-                return found
-        time.sleep(0.1)
-    return []
+    def two_or_more() -> list[int] | None:
+        if not audit.exists():
+            return None
+        with contextlib.closing(sqlite3.connect(f"file:{audit}?mode=ro", uri=True)) as conn:
+            found = [row[0] for row in conn.execute("SELECT status FROM decisions ORDER BY id")]
+        return found if len(found) >= 2 else None
+
+    return wait_until(two_or_more, interval=0.1, message="two decisions in the audit store")
 
 
 def test_trace_logging_keeps_the_configured_head_limits_and_audits_their_refusals(traced: tuple[int, Path]) -> None:

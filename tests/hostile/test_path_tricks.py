@@ -206,7 +206,10 @@ def test_every_decision_of_the_module_so_far_is_stored(stack: Stack, ledger: Led
     """A spot check inside the run (the module's fixture checks all of them after the gateway stops)."""
     ledger.tried("path trick")
     reply, _ = get(stack, ledger, reference[1], f"/tenants/{A}/%2e%2e/{B}/contacts", agent)
-    from tests.hostile.support import eventually
+    from tests.support.poll import wait_until
 
     decision_id = reply.header("X-Decision-Id")
-    assert eventually(lambda: decision_id in stored_decision_ids(stack.audit_path), timeout=5)
+    wait_until(
+        lambda: decision_id in stored_decision_ids(stack.audit_path), timeout=5,
+        message=f"decision {decision_id} in the audit store",
+    )

@@ -24,11 +24,11 @@ from tests.hostile.support import (
     Counting,
     Ledger,
     RawReply,
-    eventually,
     gateway,
     parse_replies,
 )
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer
 from tests.support.stack import Stack
 
@@ -172,7 +172,7 @@ def test_a_body_that_stalls_is_cut_off_and_recorded_as_client_gone(stack: Stack,
             ).fetchall()
         return rows == [(499, "client_disconnected")]
 
-    assert eventually(recorded, timeout=10)
+    wait_until(recorded, timeout=10, message="the request recorded")
 
 
 def test_a_slow_body_that_keeps_coming_is_not_cut_off(stack: Stack, ledger: Ledger) -> None:

@@ -22,7 +22,6 @@ from tests.hostile.support import (
     Counting,
     Ledger,
     RawReply,
-    eventually,
     exchange,
     gateway,
     parse_replies,
@@ -30,6 +29,7 @@ from tests.hostile.support import (
     stored_record,
 )
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer
 from tests.support.stack import Stack
 
@@ -95,7 +95,10 @@ def answered(stack: Stack, ledger: Ledger, upstream: Counting, data: bytes, requ
 def assert_one_record(stack: Stack, reply: RawReply, status: int) -> None:
     decision_id = reply.header("X-Decision-Id")
     assert decision_id
-    assert eventually(lambda: decision_id in stored_decision_ids(stack.audit_path), timeout=10)
+    wait_until(
+        lambda: decision_id in stored_decision_ids(stack.audit_path), timeout=10,
+        message=f"decision {decision_id} in the audit store",
+    )
     record = stored_record(stack.audit_path, decision_id)
     assert record is not None and record["status"] == status
 

@@ -24,8 +24,9 @@ import psutil
 import pytest
 
 from gateway.demo.tenants import CONTOSO_TENANT as A
-from tests.hostile.support import SUPPORT, Counting, Ledger, eventually
+from tests.hostile.support import SUPPORT, Counting, Ledger
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer, free_port, wait_for_port
 from tests.support.stack import Stack, gateway_env
 
@@ -70,7 +71,7 @@ def served(idp: DevIdP, echo: tuple[ThreadedServer, Counting], reference: tuple[
     try:
         wait_for_port(port, timeout=30)
         stack.wait_ready(timeout=30)
-        assert eventually(lambda: len(workers_of(process)) == 2, timeout=30)
+        wait_until(lambda: len(workers_of(process)) == 2, timeout=30, message="two workers")
         yield process, stack
     finally:
         if process.poll() is None:
@@ -126,15 +127,16 @@ def test_a_worker_killed_under_load(served: tuple[subprocess.Popen[bytes], Stack
     token = stack.mint(A, roles=["Support.Agent"])
     before = {w.pid for w in workers_of(process)}
     with Load(stack, token) as load:
-        assert eventually(lambda: len(load.outcomes) >= 100, timeout=30)
+        wait_until(lambda: len(load.outcomes) >= 100, timeout=30, message="100 requests answered")
         victim = sorted(before)[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
-        assert eventually(lambda: len({w.pid for w in workers_of(process)} - before) == 1, timeout=30), (
-            "no replacement worker was started"
+        wait_until(
+            lambda: len({w.pid for w in workers_of(process)} - before) == 1, timeout=30,
+            message="a replacement worker started",
         )
         served_after = lambda: sum(1 for t, o, _ in load.outcomes if t > killed_at + 0.5 and o == "200")  # noqa: E731
-        assert eventually(lambda: served_after() >= 100, timeout=30)
+        wait_until(lambda: served_after() >= 100, timeout=30, message="100 requests served after the kill")
     assert process.poll() is None, "the supervisor died with its worker"
     outcomes = Counter(outcome for _, outcome, _ in load.outcomes)
     errors = {k: v for k, v in outcomes.items() if not k.isdigit()}
@@ -173,7 +175,7 @@ def served_with_own_policies(idp: DevIdP, echo: tuple[ThreadedServer, Counting],
     try:
         wait_for_port(port, timeout=30)
         stack.wait_ready(timeout=30)
-        assert eventually(lambda: len(workers_of(process)) == 2, timeout=30)
+        wait_until(lambda: len(workers_of(process)) == 2, timeout=30, message="two workers")
         yield process, stack, policies
     finally:
         if process.poll() is None:
@@ -193,7 +195,9 @@ def test_a_worker_replaced_while_a_policy_file_is_broken_still_starts(
     ledger.fault("worker killed while a policy file is broken")
     roles = policies / "base" / "roles.cedar"
     roles.write_text(roles.read_text() + "\npermit (principal, action, resource) when { ;\n")
-    assert eventually(lambda: "policy_error" in stack.http("GET", "/readyz").json(), timeout=10)
+    wait_until(
+        lambda: "policy_error" in stack.http("GET", "/readyz").json(), timeout=10, message="the broken file noticed"
+    )
     before = {w.pid for w in workers_of(process)}
     os.kill(sorted(before)[0], signal.SIGKILL)
 

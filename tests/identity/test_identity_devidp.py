@@ -27,6 +27,7 @@ from gateway.identity.devidp import create_app
 from gateway.identity.devkeys import keys_path, load_key_ring
 from gateway.identity.devtokens import mint_token
 from tests.support.idp import DevIdP, dev_idp  # noqa: F401
+from tests.support.processes import close_pipes
 from tests.support.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,8 @@ def get_json(url: str) -> tuple[int, Any]:
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:  # it holds the connection
+            return error.code, json.loads(error.read())
 
 
 def segment_json(token: str, index: int) -> dict[str, Any]:
@@ -243,3 +245,5 @@ def test_dev_idp_command_serves(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        finally:
+            close_pipes(process)

@@ -29,6 +29,7 @@ from gateway.identity.commands import register
 from gateway.identity.devapps import apps_path, load_apps, register_app
 from gateway.identity.devtls import dev_tls
 from tests.clients.conftest import TwoDoorIdP, two_door_idp
+from tests.support.processes import close_pipes
 from tests.support.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,8 @@ def post(url: str, form: dict[str, str] | bytes, ca: Path | None = None,
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:  # it holds the connection
+            return error.code, json.loads(error.read())
 
 
 def get(url: str, ca: Path | None = None) -> tuple[int, dict[str, Any]]:
@@ -64,7 +66,8 @@ def get(url: str, ca: Path | None = None) -> tuple[int, dict[str, Any]]:
         with urllib.request.urlopen(url, timeout=10, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:  # it holds the connection
+            return error.code, json.loads(error.read())
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -208,6 +211,9 @@ def test_dev_idp_serves_both_doors_as_a_process_and_stops_on_sigterm(tmp_path: P
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+            close_pipes(process)
             raise
-    # uvicorn re-raises the signal it shut down on once both servers are down: either way it stopped
-    assert code in (0, -signal.SIGTERM), process.stderr.read() if process.stderr else b""
+    assert process.stderr is not None
+    with process.stderr:
+        # uvicorn re-raises the signal it shut down on once both servers are down: either way it stopped
+        assert code in (0, -signal.SIGTERM), process.stderr.read()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from gateway.identity.devkeys import prune_keys
 from gateway.identity.devtokens import sign_rs256, token_claims
 from tests.identity.faults import FaultyAuthority
 from tests.support.idp import DevIdP, running_dev_idp
+from tests.support.poll import wait_until_async
 
 COOLDOWN = 0.2
 FAST: dict[str, Any] = {
@@ -42,28 +43,15 @@ async def reason_of(auth: Authenticator, header: bytes) -> str:
     return "accepted"
 
 
-async def eventually(
-    attempt: Callable[[], Awaitable[bool]], *, tries: int = 200, pause: float = 0.05
-) -> bool:
-    for _ in range(tries):
-        if await attempt():
-            return True
-        await asyncio.sleep(pause)
-    return False
-
-
-async def accepted_eventually(auth: Authenticator, header: bytes) -> Principal | None:
-    result: list[Principal] = []
-
-    async def attempt() -> bool:
+async def accepted_eventually(auth: Authenticator, header: bytes) -> Principal:
+    async def attempt() -> Principal | None:
         try:
-            result.append(await auth.authenticate(header))
+            return await auth.authenticate(header)
         except AuthenticationError as error:
             assert error.reason in ("unknown_kid", "keys_unavailable"), error.description
-            return False
-        return True
+            return None
 
-    return result[0] if await eventually(attempt) else None
+    return await wait_until_async(attempt, message="the token to be accepted")
 
 
 @dataclass
@@ -123,8 +111,7 @@ async def test_rotation_is_picked_up_without_restart(auth: Authenticator, author
     assert rotated["signing_kid"] == rotated["kid"] != old_kid
     new_token = bearer(idp.mint())
     assert idp.signing_kid == rotated["kid"]
-    principal = await accepted_eventually(auth, new_token)
-    assert principal is not None, "a token signed with the rotated-in key was never accepted"
+    await accepted_eventually(auth, new_token)  # a token signed with the rotated-in key
     assert await reason_of(auth, bearer(idp.mint(key_id=old_kid))) == "accepted"  # old key still published
 
 
@@ -151,15 +138,10 @@ async def test_unknown_kid_fetches_once_per_cooldown(
                 "a miss inside the cooldown fetched"
             )
         # ...but a miss during the cooldown schedules one refresh for when it ends.
-        assert await eventually(
-            lambda: _true(authority.faults.requests["keys"] - before["keys"] == 4), tries=200, pause=0.05
-        )
+        await wait_until_async(lambda: authority.faults.requests["keys"] - before["keys"] == 4,
+                               message="one more refresh of both key sets when the cooldown ends")
     finally:
         await auth.close()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_keys_survive_an_outage(auth: Authenticator, authority: Authority) -> None:
@@ -173,7 +155,7 @@ async def test_keys_survive_an_outage(auth: Authenticator, authority: Authority)
     assert await reason_of(auth, token_new_key) == "unknown_kid"  # refused, not hung
     assert auth.ready
     idp.start()
-    assert await accepted_eventually(auth, token_new_key) is not None
+    await accepted_eventually(auth, token_new_key)
 
 
 async def test_authority_down_from_the_start(authority: Authority) -> None:
@@ -275,7 +257,7 @@ async def test_broken_authority_is_never_trusted(case: str, authority: Authority
     auth = Authenticator(authority.idp.settings(**FAST, max_metadata_bytes=64 * 1024))
     await auth.start()
     try:
-        assert await eventually(lambda: _true(authority.faults.requests[kind] >= 2))
+        await wait_until_async(lambda: authority.faults.requests[kind] >= 2, message=f"two requests for the {kind}")
         assert not auth.ready
         assert await reason_of(auth, bearer(authority.idp.mint())) == "keys_unavailable"
     finally:
@@ -296,7 +278,7 @@ async def test_keys_come_only_from_the_authority(where: str, authority: Authorit
     auth = Authenticator(authority.idp.settings(**FAST))
     await auth.start()
     try:
-        assert await eventually(lambda: _true(authority.faults.requests[kind] >= 4))
+        await wait_until_async(lambda: authority.faults.requests[kind] >= 4, message=f"four requests for the {kind}")
         assert not auth.ready
         assert await reason_of(auth, bearer(authority.idp.mint())) == "keys_unavailable"
         assert sum(mirror.faults.requests.values()) == 0

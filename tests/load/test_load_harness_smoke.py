@@ -204,6 +204,7 @@ def test_envoy_jwt_accepts_dev_idp_tokens_and_refuses_others(upstream: Service, 
         ):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 get_json(proxy.url + "/tenants/t/contacts/c", headers)
-            assert refused.value.code == 401
+            with refused.value:  # the error holds the connection open until closed
+                assert refused.value.code == 401
     finally:
         proxy.stop()

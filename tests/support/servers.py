@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+
+from tests.support.poll import wait_until
 
 
 def free_port() -> int:
@@ -49,11 +50,13 @@ class ThreadedServer:
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
         self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server on port {self.port} did not start")
-            time.sleep(0.01)
+
+        def started() -> bool:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"server on port {self.port} stopped before it started")
+            return self.server.started
+
+        wait_until(started, timeout=timeout, interval=0.01, message=f"uvicorn on port {self.port} to start")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -71,9 +74,8 @@ def serve(app: Any, port: int | None = None, **uvicorn_options: Any) -> Iterator
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+
+    wait_until(accepts, timeout=timeout, ignoring=(OSError,), message=f"something listening on 127.0.0.1:{port}")

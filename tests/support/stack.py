@@ -22,6 +22,7 @@ from gateway import cliconfig
 from gateway.demo.tenants import CONTOSO_TENANT
 from gateway.serve import build_gateway, uvicorn_options
 from tests.support.idp import DevIdP
+from tests.support.poll import wait_until
 from tests.support.servers import ThreadedServer
 
 
@@ -93,13 +94,14 @@ class Stack:
             conn.close()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if self.http("GET", "/readyz", timeout=2).status == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"gateway not ready: {self.http('GET', '/readyz').body!r}")
+        last: list[Reply] = []
+
+        def ready() -> bool:
+            last[:] = [self.http("GET", "/readyz", timeout=2)]
+            return last[0].status == 200
+
+        wait_until(ready, timeout=timeout, ignoring=(OSError,),
+                   message=lambda: f"the gateway to be ready (last /readyz: {last[0].body if last else None!r})")
 
 
 @dataclass(frozen=True)
