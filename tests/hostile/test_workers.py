@@ -201,9 +201,12 @@ def test_a_worker_replaced_while_a_policy_file_is_broken_still_starts(
     before = {w.pid for w in workers_of(process)}
     os.kill(sorted(before)[0], signal.SIGKILL)
 
-    # Watch for 15 s: one replacement that stays up, not a string of replacements dying at start-up.
-    fresh: set[int] = set()
-    end = time.monotonic() + 15
+    # One replacement that stays up, not a string of replacements dying at start-up: once the first
+    # one is there, watch it through its start-up (the policy load that would fail) and beyond.
+    fresh: set[int] = set(
+        wait_until(lambda: {w.pid for w in workers_of(process)} - before, timeout=15, message="a replacement worker")
+    )
+    end = time.monotonic() + 6
     while time.monotonic() < end:
         fresh |= {w.pid for w in workers_of(process)} - before
         time.sleep(0.2)
