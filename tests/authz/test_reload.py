@@ -98,3 +98,42 @@ async def test_the_watcher_picks_up_changes(tmp_path: Path) -> None:
         assert authz.policy_hash != first_hash and authz.last_error is None
     finally:
         await authz.close()
+
+
+def test_reloads_from_the_file_watch_and_sighup_at_once_run_one_at_a_time(tmp_path: Path) -> None:
+    """The watcher thread and SIGHUP's thread may both reload: each load runs alone, none is lost."""
+    import threading
+
+    policies = copy_policies(tmp_path)
+    authz = Authorizer.load(AuthzSettings(policies, ROUTE_MAPS, "http://127.0.0.1:9", watch=False))
+    load = authz._load_engine
+    inside, most = 0, 0
+    guard = threading.Lock()
+
+    def counted(settings: AuthzSettings) -> object:
+        nonlocal inside, most
+        with guard:
+            inside += 1
+            most = max(most, inside)
+        try:
+            time.sleep(0.05)  # long enough for another caller to arrive while this one loads
+            return load(settings)
+        finally:
+            with guard:
+                inside -= 1
+
+    authz._load_engine = counted  # type: ignore[method-assign,assignment]
+    start = threading.Barrier(4)
+
+    def reload() -> None:
+        start.wait(timeout=10)
+        authz.reload()
+
+    threads = [threading.Thread(target=reload) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert most == 1, f"{most} policy loads ran at once"
+    assert authz.reloads == 4 and authz.last_error is None
