@@ -128,6 +128,9 @@ class PolicyEngine:
     ) -> PolicyEngine:
         """Read and check everything; ``PolicyError`` with every ``file:line`` diagnostic on failure."""
         directory = Path(policies_dir)
+        if not directory.is_dir():
+            problem = "does not exist" if not directory.exists() else "is not a directory"
+            raise PolicyError(f"{directory}:1: the policy directory {problem}")
         files = BundleFiles(directory, tuple(Path(p) for p in route_maps))
         schema_path = directory / SCHEMA_FILE
         schema_text = read_bundle_text(schema_path, "the schema")

@@ -159,3 +159,14 @@ def test_every_policy_command_documents_its_exit_status(command: str, capsys: py
     assert "exit status: 0 " in help_text
     assert "1 the policies are broken" in help_text
     assert "2 " in help_text
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"), [("missing directory", "does not exist"), ("not a directory", "is not a directory")]
+)
+def test_a_policy_directory_that_is_not_there_is_named_as_such(
+    kind: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _broken(kind, tmp_path / "policies")
+    assert main(["policy", "validate", str(directory)]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == f"{directory}:1: the policy directory {says}"
