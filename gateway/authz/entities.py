@@ -50,10 +50,14 @@ class RouteEntities:
 class EntityBuilder:
     """Serialises entities from taxonomy keys; holds per-key JSON fragments."""
 
-    def __init__(self, manifests: Manifests, roles: RoleModel) -> None:
+    def __init__(self, manifests: Manifests, roles: RoleModel, *, every_purpose: bool = False) -> None:
         self.manifests = manifests
         self.roles = roles
         self.taxonomy = manifests.taxonomy
+        # Every purpose of the taxonomy in each request's store instead of the request's one, so the
+        # store does not change with the purpose (see ``PolicyEngine.load``'s ``every_purpose``).
+        self.every_purpose = every_purpose
+        self._every_purpose_json: str | None = None
         self._purpose_json: dict[str, str] = {}
         self._recipient_json: dict[str, str] = {}
         self._category_json: dict[str, str] = {}
@@ -131,11 +135,17 @@ class EntityBuilder:
             self.principal_entity(principal),
             tenant_entity(facts.tenant_facts),
             self.resource_entity(facts, static, resource_id),
-            self.purpose_entity(facts.purpose),
+            self.every_purpose_entities() if self.every_purpose else self.purpose_entity(facts.purpose),
         ]
         if facts.recipient is not None:
             parts.append(self.recipient_entity(facts.recipient))
         return "[" + ",".join(parts) + "]"
+
+    def every_purpose_entities(self) -> str:
+        if self._every_purpose_json is None:
+            keys = sorted(self.taxonomy.purposes.parents)
+            self._every_purpose_json = ",".join(self.purpose_entity(key) for key in keys)
+        return self._every_purpose_json
 
     def field_entities_json(self, facts: Facts, categories: Iterable[str]) -> str:
         """The entities of masking decisions: the principal, purpose, recipient and the categories."""

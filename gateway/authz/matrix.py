@@ -6,6 +6,9 @@ role" (an end user, or an application holding none), times both kinds of princip
 delegated token; ``app``: an app-only token), times every route of the route maps, times every
 purpose of the taxonomy. Each combination is decided by the real engine (``PolicyEngine.decide``:
 the role-kind check, slicing, entities, cedarpy, masking); nothing here re-implements a decision.
+The command loads its engine with ``every_purpose`` (``PolicyEngine.load``): one entity store serves
+every purpose of a combination, which cuts the shipped matrix from 25 s to 9.5 s with the same
+output, line for line.
 
 How a request is built. Like a live request of a caller in its own tenant: the ``contoso`` tenant of
 the packs' ``fixtures.toml`` (its facts as the resolvers would give them: recording enabled, its
@@ -441,7 +444,7 @@ def command(args: argparse.Namespace) -> int:
     """0: the matrix was printed; 1: the policies or fixtures cannot be read; 2: an unknown role."""
     route_maps = tuple(args.route_maps or getattr(args, "default_route_maps", None) or _defaults()[1])
     try:
-        engine = PolicyEngine.load(args.dir, route_maps, validate_requests=True)
+        engine = PolicyEngine.load(args.dir, route_maps, validate_requests=True, every_purpose=True)
         setting = load_setting(args.dir)
     except PolicyError as exc:
         for line in exc.diagnostics:

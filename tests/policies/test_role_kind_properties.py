@@ -68,7 +68,10 @@ Target = tuple[str, str, str, str, str]  # kind to ask as, role, route id, varia
 @cache
 def other_kind_allows() -> tuple[Target, ...]:
     """Every (role, route, variant, purpose) its own kind of token is allowed, as the other kind's."""
-    found = build_matrix(ENGINE, SETTING, roles=sorted(EMPLOYEE | SERVICE))
+    # The engine `gateway policy matrix` uses: one entity store for all purposes of a combination
+    # (tests/authz/test_matrix.py checks it decides as the traffic engine does).
+    packed = PolicyEngine.load(POLICIES, ROUTE_MAPS, every_purpose=True)
+    found = build_matrix(packed, SETTING, roles=sorted(EMPLOYEE | SERVICE))
     return tuple(sorted({(OTHER_KIND[a.kind], a.role, a.route, a.variant, a.purpose) for a in found.allows if a.role}))
 
 
