@@ -133,7 +133,6 @@ def locate(document: Any, tokens: tuple[str, ...], text: str | None = None) -> l
             key = array_index(last, len(container))
         return [] if key is None else [(container, key, render(tokens) if text is None else text)]
     frontier: list[tuple[Any, str]] = [(document, "")]
-    found: list[Location] = []
     final = len(tokens) - 1
     for depth, token in enumerate(tokens):
         reached: list[Location] = []
@@ -148,10 +147,7 @@ def locate(document: Any, tokens: tuple[str, ...], text: str | None = None) -> l
                     reached.extend((node, index, f"{path}/{index}") for index in range(len(node)))
                 elif (index := array_index(token, len(node))) is not None:
                     reached.append((node, index, f"{path}/{index}"))
-        if depth == final:
-            found = reached
-        elif not reached:
-            return []
-        else:
-            frontier = [(container[key], path) for container, key, path in reached]
-    return found
+        if depth == final or not reached:
+            return reached
+        frontier = [(container[key], path) for container, key, path in reached]
+    return []  # not reached: the loop returns at the last token

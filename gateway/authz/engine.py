@@ -100,7 +100,6 @@ class PolicyEngine:
         self.policy_hash = digest
         self.index = PolicyIndex(policies)
         self.entities = EntityBuilder(manifests, roles, every_purpose=every_purpose)
-        self.every_purpose = every_purpose
         self.decisions: LRU[tuple[object, ...], Verdict] = LRU(decision_cache_size)
         # whole decisions of repeated requests (gateway/authz/authorizer.py ``DecisionMemo``)
         self.decision_memo: LRU[tuple[object, ...], Any] = LRU(decision_cache_size)
@@ -262,7 +261,7 @@ class PolicyEngine:
             resource_id,
             facts.tenant,
             facts.owner,
-            None if self.every_purpose else facts.purpose,
+            None if self.entities.every_purpose else facts.purpose,
             facts.recipient,
             tkey,
         )
